@@ -1,0 +1,364 @@
+//! Storage: one pool abstraction over SQLite (the embedded default) and PostgreSQL.
+//!
+//! Every service owns its tables. On SQLite each service has its own file under the data
+//! directory; on PostgreSQL each has its own schema (its `search_path`), so several services
+//! can share one database, or each can be given a database of its own.
+//!
+//! Queries go through sqlx's `Any` driver with `$N` placeholders and portable column types
+//! only (TEXT, BIGINT/INTEGER, DOUBLE/REAL, BYTEA/BLOB): one query text serves both backends.
+//! Timestamps are stored as microseconds since the epoch, ids as text. Where the backends
+//! differ (the event feed's ordering, upserts), code asks [`Db::backend`]. This was chosen over
+//! one store implementation per backend because it keeps each query written once; the price
+//! is the `Any` type subset, which the portable columns live within.
+//!
+//! SQLite allows one writer at a time, so writes go through a pool of one connection (no
+//! `SQLITE_BUSY` between our own writers) and reads through a small pool beside it (WAL mode
+//! lets them run during a write). On PostgreSQL both are the same pool.
+
+use std::{
+    borrow::Cow,
+    path::PathBuf,
+    sync::{Arc, Once},
+    time::Duration,
+};
+
+use sqlx::{
+    AnyConnection, Connection, Executor, SqlSafeStr,
+    any::{AnyConnectOptions, AnyPoolOptions},
+    migrate::{Migration, MigrationType, Migrator},
+};
+use tokio::sync::watch;
+
+/// A pool of connections through sqlx's `Any` driver.
+pub type AnyPool = sqlx::Pool<sqlx::Any>;
+
+use crate::{config::SqliteSync, error::StoreError};
+
+/// Which database is behind a [`Db`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The embedded store.
+    Sqlite,
+    /// The production store.
+    Postgres,
+}
+
+/// Where and how to connect.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// `postgres://…` for PostgreSQL; `None` for SQLite under `data_dir`.
+    pub postgres_url: Option<String>,
+    /// Where SQLite files live.
+    pub data_dir: PathBuf,
+    /// The owning service: its SQLite file name and its PostgreSQL schema.
+    pub name: String,
+    /// Largest pool (PostgreSQL).
+    pub max_connections: u32,
+    /// How long to wait for a connection.
+    pub acquire_timeout: Duration,
+    /// SQLite durability.
+    pub sqlite_synchronous: SqliteSync,
+}
+
+impl DbOptions {
+    /// Options for `name` with the usual defaults.
+    pub fn new(name: impl Into<String>, postgres_url: Option<String>, data_dir: PathBuf) -> Self {
+        Self {
+            postgres_url,
+            data_dir,
+            name: name.into(),
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(5),
+            sqlite_synchronous: SqliteSync::Full,
+        }
+    }
+}
+
+/// A service's database: pools, backend, and the signal that tells feed readers of commits.
+#[derive(Clone)]
+pub struct Db {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Db {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Db")
+            .field("backend", &self.inner.backend)
+            .field("name", &self.inner.name)
+            .finish()
+    }
+}
+
+struct Inner {
+    backend: Backend,
+    name: String,
+    read: AnyPool,
+    write: AnyPool,
+    postgres_url: Option<String>,
+    /// Bumped after every local commit that appended events: the PostgreSQL announcer
+    /// tells other replicas of these.
+    local_commits: watch::Sender<u64>,
+    /// Bumped after local commits and when another replica announces one: feed readers wait
+    /// on this. Kept apart from `local_commits` so announcements are never echoed back.
+    wakes: watch::Sender<u64>,
+}
+
+static INSTALL_DRIVERS: Once = Once::new();
+
+impl Db {
+    /// Connects, creating the SQLite file or PostgreSQL schema when missing.
+    pub async fn connect(opts: &DbOptions) -> Result<Self, sqlx::Error> {
+        INSTALL_DRIVERS.call_once(sqlx::any::install_default_drivers);
+        if !is_identifier(&opts.name) {
+            return Err(sqlx::Error::Configuration(
+                format!("invalid store name {:?}", opts.name).into(),
+            ));
+        }
+        let (backend, read, write) = match &opts.postgres_url {
+            Some(url) => {
+                let pool = connect_postgres(url, &opts.name, opts).await?;
+                (Backend::Postgres, pool.clone(), pool)
+            }
+            None => {
+                let (read, write) = connect_sqlite(opts).await?;
+                (Backend::Sqlite, read, write)
+            }
+        };
+        let (local_commits, _) = watch::channel(0);
+        let (wakes, _) = watch::channel(0);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                backend,
+                name: opts.name.clone(),
+                read,
+                write,
+                postgres_url: opts.postgres_url.clone(),
+                local_commits,
+                wakes,
+            }),
+        })
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        self.inner.backend
+    }
+
+    /// The store's name (service name).
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The pool for reads outside a transaction.
+    pub fn pool(&self) -> &AnyPool {
+        &self.inner.read
+    }
+
+    /// The PostgreSQL URL, when on PostgreSQL.
+    pub fn postgres_url(&self) -> Option<&str> {
+        self.inner.postgres_url.as_deref()
+    }
+
+    /// Starts a write transaction. Commit it with [`Tx::commit`]; dropping it rolls back.
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        let tx = self.inner.write.begin().await?;
+        Ok(Tx {
+            tx,
+            events: 0,
+            db: self.clone(),
+        })
+    }
+
+    /// A receiver that changes after each commit that appended events, here or (on
+    /// PostgreSQL) in another replica.
+    pub fn commits(&self) -> watch::Receiver<u64> {
+        self.inner.wakes.subscribe()
+    }
+
+    /// A receiver that changes after each local commit that appended events.
+    pub(crate) fn local_commits(&self) -> watch::Receiver<u64> {
+        self.inner.local_commits.subscribe()
+    }
+
+    /// Records a local commit that appended events.
+    pub(crate) fn signal_commit(&self) {
+        self.inner
+            .local_commits
+            .send_modify(|n| *n = n.wrapping_add(1));
+        self.inner.wakes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Wakes feed readers for a commit made by another replica.
+    pub(crate) fn signal_remote_commit(&self) {
+        self.inner.wakes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Runs `migrations` (the kit's own first, then the service's), each once, in order.
+    pub async fn migrate(
+        &self,
+        migrations: &Migrations,
+    ) -> Result<(), sqlx::migrate::MigrateError> {
+        let set = match self.backend() {
+            Backend::Sqlite => migrations.sqlite,
+            Backend::Postgres => migrations.postgres,
+        };
+        let base = match self.backend() {
+            Backend::Sqlite => crate::feed::BASE_MIGRATIONS_SQLITE,
+            Backend::Postgres => crate::feed::BASE_MIGRATIONS_POSTGRES,
+        };
+        let list: Vec<Migration> = base
+            .iter()
+            .chain(set.iter())
+            .map(|(version, description, sql)| {
+                Migration::new(
+                    *version,
+                    Cow::Borrowed(*description),
+                    MigrationType::Simple,
+                    sqlx::AssertSqlSafe(*sql).into_sql_str(),
+                    false,
+                )
+            })
+            .collect();
+        let migrator = Migrator::with_migrations(list);
+        let mut conn = self.inner.write.acquire().await?;
+        migrator.run(&mut *conn).await
+    }
+
+    /// Closes the pools, waiting for connections in use to be returned.
+    pub async fn close(&self) {
+        self.inner.write.close().await;
+        self.inner.read.close().await;
+    }
+}
+
+/// A service's migrations for each backend: `(version, description, sql)`, versions 100 and
+/// up (the kit's own tables take the versions below).
+#[derive(Debug, Clone, Copy)]
+pub struct Migrations {
+    /// For SQLite.
+    pub sqlite: &'static [(i64, &'static str, &'static str)],
+    /// For PostgreSQL.
+    pub postgres: &'static [(i64, &'static str, &'static str)],
+}
+
+/// A write transaction. Storage functions take `&mut Tx`, so a change and the event that
+/// tells of it always commit together.
+pub struct Tx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    events: usize,
+    db: Db,
+}
+
+impl std::fmt::Debug for Tx {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tx").field("events", &self.events).finish()
+    }
+}
+
+impl Tx {
+    /// The connection, to run queries on.
+    pub fn conn(&mut self) -> &mut AnyConnection {
+        &mut self.tx
+    }
+
+    /// The database this transaction belongs to.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The backend.
+    pub fn backend(&self) -> Backend {
+        self.db.backend()
+    }
+
+    pub(crate) fn note_event(&mut self) {
+        self.events += 1;
+    }
+
+    /// Commits, then wakes the feed's readers if events were appended.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        let Tx { tx, events, db } = self;
+        tx.commit().await?;
+        if events > 0 {
+            db.signal_commit();
+        }
+        Ok(())
+    }
+
+    /// Rolls back explicitly (dropping does the same).
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        self.tx.rollback().await?;
+        Ok(())
+    }
+}
+
+fn is_identifier(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+        && name.len() <= 48
+}
+
+async fn connect_postgres(
+    url: &str,
+    schema: &str,
+    opts: &DbOptions,
+) -> Result<AnyPool, sqlx::Error> {
+    let connect: AnyConnectOptions = url.parse()?;
+    // Create the schema once, before any pooled connection points its search_path at it.
+    let mut conn = AnyConnection::connect_with(&connect).await?;
+    conn.execute(sqlx::AssertSqlSafe(format!(
+        "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
+    )))
+    .await?;
+    conn.close().await?;
+    let set_path = format!("SET search_path TO \"{schema}\"");
+    AnyPoolOptions::new()
+        .max_connections(opts.max_connections)
+        .acquire_timeout(opts.acquire_timeout)
+        .after_connect(move |conn, _meta| {
+            let set_path = set_path.clone();
+            Box::pin(async move {
+                conn.execute(sqlx::AssertSqlSafe(set_path)).await?;
+                Ok(())
+            })
+        })
+        .connect_with(connect)
+        .await
+}
+
+async fn connect_sqlite(opts: &DbOptions) -> Result<(AnyPool, AnyPool), sqlx::Error> {
+    std::fs::create_dir_all(&opts.data_dir)?;
+    let path = opts.data_dir.join(format!("{}.db", opts.name));
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let connect: AnyConnectOptions = url.parse()?;
+    // WAL is a property of the file; set it once, alone, since it needs an exclusive lock.
+    let mut conn = AnyConnection::connect_with(&connect).await?;
+    conn.execute("PRAGMA journal_mode = WAL").await?;
+    conn.close().await?;
+    let sync = match opts.sqlite_synchronous {
+        SqliteSync::Full => "FULL",
+        SqliteSync::Normal => "NORMAL",
+    };
+    let pragmas = format!(
+        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;"
+    );
+    let make = |max: u32| {
+        let pragmas = pragmas.clone();
+        AnyPoolOptions::new()
+            .max_connections(max)
+            .acquire_timeout(opts.acquire_timeout)
+            .after_connect(move |conn, _meta| {
+                let pragmas = pragmas.clone();
+                Box::pin(async move {
+                    conn.execute(sqlx::AssertSqlSafe(pragmas)).await?;
+                    Ok(())
+                })
+            })
+    };
+    let write = make(1).connect_with(connect.clone()).await?;
+    let read = make(4).connect_with(connect).await?;
+    Ok((read, write))
+}

@@ -1,0 +1,289 @@
+//! Following another service's feed and applying each event exactly once.
+//!
+//! Delivery is at least once; the effect is exactly once because a consumer applies a batch
+//! and stores its cursor in **one transaction of its own database**. Only one replica of a
+//! consumer applies a feed at a time: it holds a lease row in its database, and every apply
+//! transaction re-checks and extends the lease first (a fence), so a replica that lost its
+//! lease while paused can never commit a stale batch.
+
+use std::{future::Future, time::Duration};
+
+use sqlx::Row;
+use tokio_util::sync::CancellationToken;
+use tonic::{metadata::MetadataValue, service::Interceptor, transport::Channel};
+
+use crate::{db::Db, db::Tx, error::StoreError, time::Clock};
+use minqing_proto::minqing::events::v1::{self as pb, event_feed_client::EventFeedClient};
+
+/// What a consumer does with events.
+pub trait Apply: Send + Sync + 'static {
+    /// Applies `events` (in feed order) inside `tx`. The consumer commits `tx` together with
+    /// its new cursor; an error rolls both back and the batch is delivered again.
+    fn apply(
+        &self,
+        tx: &mut Tx,
+        events: &[pb::Event],
+    ) -> impl Future<Output = anyhow::Result<()>> + Send;
+}
+
+/// Where the feed comes from: another service's `EventFeed`, over gRPC.
+#[derive(Debug, Clone)]
+pub struct FeedSource {
+    /// A channel to the producing service.
+    pub channel: Channel,
+    /// A bearer token with the service role.
+    pub token: String,
+}
+
+/// How a consumer behaves.
+#[derive(Debug, Clone)]
+pub struct ConsumerOptions {
+    /// The consumer's name, unique within its database (e.g. `routing-from-intake`).
+    pub name: String,
+    /// Event kinds wanted; empty for all.
+    pub kinds: Vec<String>,
+    /// How long a lease lasts without renewal.
+    pub lease_ttl: Duration,
+    /// Largest batch applied in one transaction.
+    pub max_batch: i32,
+    /// This replica's identity.
+    pub holder: String,
+}
+
+impl ConsumerOptions {
+    /// Defaults for `name`: all kinds, 15 s lease, batches of 256, a random holder id.
+    pub fn new(name: impl Into<String>) -> Self {
+        Self {
+            name: name.into(),
+            kinds: Vec::new(),
+            lease_ttl: Duration::from_secs(15),
+            max_batch: 256,
+            holder: uuid::Uuid::new_v4().to_string(),
+        }
+    }
+}
+
+/// A consumer of one feed.
+pub struct Consumer<A> {
+    db: Db,
+    source: FeedSource,
+    apply: A,
+    opts: ConsumerOptions,
+}
+
+#[derive(Debug, thiserror::Error)]
+enum End {
+    #[error("another replica holds the lease")]
+    NotHolder,
+    #[error("the lease was lost")]
+    LostLease,
+    #[error("the feed stream ended")]
+    StreamEnded,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("feed call failed: {0}")]
+    Rpc(#[from] tonic::Status),
+    #[error("applying events failed: {0:#}")]
+    Apply(anyhow::Error),
+}
+
+impl<A: Apply> Consumer<A> {
+    /// A consumer applying `source`'s events with `apply`, keeping its state in `db`.
+    pub fn new(db: Db, source: FeedSource, apply: A, opts: ConsumerOptions) -> Self {
+        Self {
+            db,
+            source,
+            apply,
+            opts,
+        }
+    }
+
+    /// Runs until `shutdown` is cancelled: takes the lease when free, follows the feed,
+    /// applies, and retries with backoff after any failure. Releases the lease on the way out.
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut backoff = Duration::from_millis(100);
+        while !shutdown.is_cancelled() {
+            let wait = match self.session(&shutdown).await {
+                Ok(()) => break,
+                Err(End::NotHolder) => self.opts.lease_ttl / 3,
+                Err(err @ (End::LostLease | End::StreamEnded)) => {
+                    tracing::info!(consumer = %self.opts.name, "{err}; resubscribing");
+                    Duration::from_millis(100)
+                }
+                Err(err) => {
+                    tracing::warn!(consumer = %self.opts.name, error = %err, "feed consumer failed; retrying");
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    backoff
+                }
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {},
+                () = shutdown.cancelled() => break,
+            }
+        }
+        if let Err(err) = self.release().await {
+            tracing::debug!(consumer = %self.opts.name, error = %err, "could not release lease");
+        }
+    }
+
+    async fn session(&self, shutdown: &CancellationToken) -> Result<(), End> {
+        if !self.try_acquire().await? {
+            return Err(End::NotHolder);
+        }
+        let after = self.load_cursor().await?;
+        let mut client = EventFeedClient::with_interceptor(
+            self.source.channel.clone(),
+            BearerToken::new(&self.source.token),
+        )
+        .max_decoding_message_size(64 << 20);
+        let mut stream = tokio::select! {
+            r = client.subscribe(pb::SubscribeRequest {
+                after,
+                kinds: self.opts.kinds.clone(),
+                max_batch: self.opts.max_batch,
+            }) => r?.into_inner(),
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        let mut renew = tokio::time::interval(self.opts.lease_ttl / 3);
+        renew.tick().await;
+        loop {
+            tokio::select! {
+                msg = stream.message() => match msg? {
+                    Some(batch) => self.apply_batch(batch).await?,
+                    None => return Err(End::StreamEnded),
+                },
+                _ = renew.tick() => {
+                    let mut tx = self.db.begin().await?;
+                    if !self.fence(&mut tx).await? {
+                        return Err(End::LostLease);
+                    }
+                    tx.commit().await?;
+                }
+                () = shutdown.cancelled() => return Ok(()),
+            }
+        }
+    }
+
+    async fn apply_batch(&self, batch: pb::SubscribeResponse) -> Result<(), End> {
+        let mut tx = self.db.begin().await?;
+        if !self.fence(&mut tx).await? {
+            return Err(End::LostLease);
+        }
+        if !batch.events.is_empty() {
+            self.apply
+                .apply(&mut tx, &batch.events)
+                .await
+                .map_err(End::Apply)?;
+        }
+        sqlx::query(
+            "INSERT INTO consumer_cursors (name, cursor, update_time) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor, update_time = excluded.update_time",
+        )
+        .bind(&self.opts.name)
+        .bind(&batch.cursor)
+        .bind(Clock::System.now_micros())
+        .execute(tx.conn())
+        .await
+        .map_err(StoreError::from)?;
+        tx.commit().await?;
+        if let Some(last) = batch.events.last() {
+            crate::telemetry::record_feed_lag(&self.opts.name, last.create_time.as_ref());
+        }
+        Ok(())
+    }
+
+    async fn load_cursor(&self) -> Result<String, StoreError> {
+        let row = sqlx::query("SELECT cursor FROM consumer_cursors WHERE name = $1")
+            .bind(&self.opts.name)
+            .fetch_optional(self.db.pool())
+            .await?;
+        Ok(match row {
+            Some(row) => row.try_get(0)?,
+            None => String::new(),
+        })
+    }
+
+    fn lease_expiry(&self) -> i64 {
+        Clock::System.now_micros() + self.opts.lease_ttl.as_micros() as i64
+    }
+
+    async fn try_acquire(&self) -> Result<bool, StoreError> {
+        let now = Clock::System.now_micros();
+        let mut tx = self.db.begin().await?;
+        let done = sqlx::query(
+            "INSERT INTO consumer_leases (name, holder, expire_time) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expire_time = excluded.expire_time \
+             WHERE consumer_leases.expire_time < $4 OR consumer_leases.holder = excluded.holder",
+        )
+        .bind(&self.opts.name)
+        .bind(&self.opts.holder)
+        .bind(self.lease_expiry())
+        .bind(now)
+        .execute(tx.conn())
+        .await?;
+        tx.commit().await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Extends the lease inside `tx`; false when this replica no longer holds it.
+    async fn fence(&self, tx: &mut Tx) -> Result<bool, StoreError> {
+        let now = Clock::System.now_micros();
+        let done = sqlx::query(
+            "UPDATE consumer_leases SET expire_time = $3 \
+             WHERE name = $1 AND holder = $2 AND expire_time >= $4",
+        )
+        .bind(&self.opts.name)
+        .bind(&self.opts.holder)
+        .bind(self.lease_expiry())
+        .bind(now)
+        .execute(tx.conn())
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn release(&self) -> Result<(), StoreError> {
+        let mut tx = self.db.begin().await?;
+        sqlx::query("UPDATE consumer_leases SET expire_time = 0 WHERE name = $1 AND holder = $2")
+            .bind(&self.opts.name)
+            .bind(&self.opts.holder)
+            .execute(tx.conn())
+            .await?;
+        tx.commit().await
+    }
+}
+
+/// Adds `authorization: Bearer <token>` and the current trace context to every call.
+#[derive(Clone)]
+pub struct BearerToken {
+    header: Option<MetadataValue<tonic::metadata::Ascii>>,
+}
+
+impl std::fmt::Debug for BearerToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerToken(..)")
+    }
+}
+
+impl BearerToken {
+    /// An interceptor for `token` (an empty or malformed token sends no header).
+    pub fn new(token: &str) -> Self {
+        Self {
+            header: format!("Bearer {token}").parse().ok(),
+        }
+    }
+}
+
+impl Interceptor for BearerToken {
+    fn call(
+        &mut self,
+        mut request: tonic::Request<()>,
+    ) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(header) = &self.header {
+            request
+                .metadata_mut()
+                .insert("authorization", header.clone());
+        }
+        crate::telemetry::inject_trace_context(request.metadata_mut());
+        Ok(request)
+    }
+}
