@@ -24,7 +24,9 @@ use opentelemetry_sdk::{
     trace::{Sampler, SdkTracerProvider},
 };
 use tracing_opentelemetry::OpenTelemetrySpanExt;
-use tracing_subscriber::{EnvFilter, layer::SubscriberExt, util::SubscriberInitExt};
+use tracing_subscriber::{
+    EnvFilter, Layer, filter::LevelFilter, layer::SubscriberExt, util::SubscriberInitExt,
+};
 
 use crate::config::{LogConfig, LogFormat};
 
@@ -122,9 +124,16 @@ pub fn init_for_tests() {
         global::set_tracer_provider(provider.clone());
         let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn"));
         let _ = tracing_subscriber::registry()
-            .with(filter)
-            .with(tracing_opentelemetry::layer().with_tracer(provider.tracer("minqing-test")))
-            .with(tracing_subscriber::fmt::layer().with_test_writer())
+            .with(
+                tracing_opentelemetry::layer()
+                    .with_tracer(provider.tracer("minqing-test"))
+                    .with_filter(LevelFilter::INFO),
+            )
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .with_test_writer()
+                    .with_filter(filter),
+            )
             .try_init();
     });
 }

@@ -1,0 +1,7 @@
+//! The kit's integration tests: real gRPC over loopback sockets, real databases (a fresh
+//! SQLite file and, where reachable, a fresh PostgreSQL database per test).
+
+mod auth;
+mod feed;
+mod harness;
+mod overload;
