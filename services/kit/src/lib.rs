@@ -21,6 +21,7 @@ pub mod error;
 pub mod feed;
 pub mod http;
 pub mod server;
+pub mod service;
 pub mod telemetry;
 pub mod testing;
 pub mod time;

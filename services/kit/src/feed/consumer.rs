@@ -8,6 +8,7 @@
 
 use std::{future::Future, time::Duration};
 
+use futures::{StreamExt, stream::BoxStream};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 use tonic::{metadata::MetadataValue, service::Interceptor, transport::Channel};
@@ -26,13 +27,18 @@ pub trait Apply: Send + Sync + 'static {
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
-/// Where the feed comes from: another service's `EventFeed`, over gRPC.
+/// Where the feed comes from.
 #[derive(Debug, Clone)]
-pub struct FeedSource {
-    /// A channel to the producing service.
-    pub channel: Channel,
-    /// A bearer token with the service role.
-    pub token: String,
+pub enum FeedSource {
+    /// Another service's `EventFeed`, over gRPC.
+    Grpc {
+        /// A channel to the producing service.
+        channel: Channel,
+        /// A bearer token with the service role.
+        token: String,
+    },
+    /// A service's own feed, read straight from its database.
+    Local(Db),
 }
 
 /// How a consumer behaves.
@@ -131,25 +137,44 @@ impl<A: Apply> Consumer<A> {
             return Err(End::NotHolder);
         }
         let after = self.load_cursor().await?;
-        let mut client = EventFeedClient::with_interceptor(
-            self.source.channel.clone(),
-            BearerToken::new(&self.source.token),
-        )
-        .max_decoding_message_size(64 << 20);
-        let mut stream = tokio::select! {
-            r = client.subscribe(pb::SubscribeRequest {
-                after,
-                kinds: self.opts.kinds.clone(),
-                max_batch: self.opts.max_batch,
-            }) => r?.into_inner(),
-            () = shutdown.cancelled() => return Ok(()),
-        };
+        let mut stream: BoxStream<'static, Result<pb::SubscribeResponse, tonic::Status>> =
+            match &self.source {
+                FeedSource::Grpc { channel, token } => {
+                    let mut client =
+                        EventFeedClient::with_interceptor(channel.clone(), BearerToken::new(token))
+                            .max_decoding_message_size(64 << 20);
+                    let request = pb::SubscribeRequest {
+                        after,
+                        kinds: self.opts.kinds.clone(),
+                        max_batch: self.opts.max_batch,
+                    };
+                    tokio::select! {
+                        r = client.subscribe(request) => r?.into_inner().boxed(),
+                        () = shutdown.cancelled() => return Ok(()),
+                    }
+                }
+                FeedSource::Local(db) => {
+                    let after = super::Cursor::parse(&after).ok_or_else(|| {
+                        End::Rpc(tonic::Status::data_loss(format!(
+                            "stored cursor {after:?} is not a cursor"
+                        )))
+                    })?;
+                    super::server::local_stream(
+                        db.clone(),
+                        after,
+                        self.opts.kinds.clone(),
+                        i64::from(self.opts.max_batch),
+                        shutdown.clone(),
+                    )
+                    .boxed()
+                }
+            };
         let mut renew = tokio::time::interval(self.opts.lease_ttl / 3);
         renew.tick().await;
         loop {
             tokio::select! {
-                msg = stream.message() => match msg? {
-                    Some(batch) => self.apply_batch(batch).await?,
+                msg = stream.next() => match msg {
+                    Some(batch) => self.apply_batch(batch?).await?,
                     None => return Err(End::StreamEnded),
                 },
                 _ = renew.tick() => {

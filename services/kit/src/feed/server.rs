@@ -87,11 +87,42 @@ impl EventFeed for EventFeedService {
     ) -> Result<Response<Self::SubscribeStream>, Status> {
         caller(&request)?.require(&[Role::Service, Role::CityAdmin])?;
         let sub = validate(request.into_inner())?;
-        // A small buffer: a slow subscriber holds back only its own reader task.
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(follow(self.db.clone(), sub, tx, self.shutdown.clone()));
-        Ok(Response::new(ReceiverStream::new(rx)))
+        Ok(Response::new(spawn_follow(
+            self.db.clone(),
+            sub,
+            self.shutdown.clone(),
+        )))
     }
+}
+
+/// The feed of `db` after `after`, read directly (for a service following its own feed).
+pub(crate) fn local_stream(
+    db: Db,
+    after: Cursor,
+    kinds: Vec<String>,
+    max_batch: i64,
+    shutdown: CancellationToken,
+) -> ReceiverStream<Result<pb::SubscribeResponse, Status>> {
+    spawn_follow(
+        db,
+        Subscription {
+            after,
+            kinds: kinds.into_iter().collect(),
+            max_batch,
+        },
+        shutdown,
+    )
+}
+
+fn spawn_follow(
+    db: Db,
+    sub: Subscription,
+    shutdown: CancellationToken,
+) -> ReceiverStream<Result<pb::SubscribeResponse, Status>> {
+    // A small buffer: a slow subscriber holds back only its own reader task.
+    let (tx, rx) = mpsc::channel(4);
+    tokio::spawn(follow(db, sub, tx, shutdown));
+    ReceiverStream::new(rx)
 }
 
 async fn follow(

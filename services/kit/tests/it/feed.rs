@@ -228,7 +228,7 @@ async fn consumer_applies_each_event_once_despite_kills_and_rivals(backend: Back
     };
     let (_, token) = h.tokens.issue_service_token("consumer").await.unwrap();
     let consumer_db = h.test_db.db("consumer", &CONSUMER_MIGRATIONS).await;
-    let source = FeedSource {
+    let source = FeedSource::Grpc {
         channel: h.channel().await,
         token,
     };

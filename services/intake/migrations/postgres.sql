@@ -1,0 +1,57 @@
+-- Intake's tables on PostgreSQL. Mutable, filterable facts are columns; what the resident
+-- raised (fixed once accepted) is one JSON document in `submission` (TEXT: read through
+-- sqlx's Any driver, which cannot decode jsonb).
+CREATE TABLE cases (
+    id TEXT PRIMARY KEY,
+    recorded_by TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    channel BIGINT NOT NULL,
+    category TEXT NOT NULL,
+    urgency BIGINT NOT NULL,
+    district TEXT NOT NULL,
+    street TEXT NOT NULL,
+    community TEXT NOT NULL,
+    grid TEXT NOT NULL,
+    building TEXT NOT NULL,
+    latitude DOUBLE PRECISION,
+    longitude DOUBLE PRECISION,
+    reporter_phone TEXT NOT NULL,
+    state BIGINT NOT NULL,
+    disposition BIGINT NOT NULL,
+    handling_unit TEXT NOT NULL,
+    due_time BIGINT,
+    cluster_id TEXT,
+    supplement_count BIGINT NOT NULL,
+    withdraw_reason TEXT NOT NULL,
+    create_time BIGINT NOT NULL,
+    update_time BIGINT NOT NULL,
+    version BIGINT NOT NULL,
+    submission TEXT NOT NULL,
+    UNIQUE (recorded_by, request_id)
+);
+CREATE INDEX cases_category_time ON cases (category, create_time);
+CREATE INDEX cases_district ON cases (district, id);
+CREATE INDEX cases_street ON cases (street, id);
+CREATE INDEX cases_community ON cases (community, id);
+CREATE INDEX cases_grid ON cases (grid, id);
+CREATE INDEX cases_phone ON cases (reporter_phone) WHERE reporter_phone <> '';
+CREATE INDEX cases_cluster ON cases (cluster_id) WHERE cluster_id IS NOT NULL;
+
+CREATE TABLE clusters (
+    id TEXT PRIMARY KEY,
+    category TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    create_time BIGINT NOT NULL
+);
+
+CREATE TABLE supplements (
+    case_id TEXT NOT NULL,
+    request_id TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    create_time BIGINT NOT NULL,
+    PRIMARY KEY (case_id, request_id)
+);
+
+-- A case's timeline is its events.
+CREATE INDEX events_subject ON events (subject);

@@ -1,0 +1,475 @@
+//! Intake's storage. Functions that change state take the handler's `&mut Tx`, so the change
+//! and its event commit together; reads take any executor.
+
+use sqlx::{Any, AnyConnection, Executor, Row, any::AnyRow};
+
+use crate::domain::{Case, CaseState, Cluster, Disposition, LatLng, Submission};
+use minqing_kit::{db::Tx, error::StoreError, time::Micros};
+
+pub(crate) const MIGRATIONS: minqing_kit::db::Migrations = minqing_kit::db::Migrations {
+    sqlite: &[(
+        100,
+        "intake tables",
+        include_str!("../migrations/sqlite.sql"),
+    )],
+    postgres: &[(
+        100,
+        "intake tables",
+        include_str!("../migrations/postgres.sql"),
+    )],
+};
+
+const COLUMNS: &str = "id, request_id, recorded_by, state, disposition, handling_unit, due_time, \
+    cluster_id, supplement_count, withdraw_reason, create_time, update_time, version, submission";
+
+fn decode_error(what: &str, err: impl std::fmt::Display) -> StoreError {
+    StoreError::Other(sqlx::Error::Decode(format!("{what}: {err}").into()))
+}
+
+fn case_from_row(row: &AnyRow) -> Result<Case, StoreError> {
+    let state: i64 = row.try_get(3)?;
+    let disposition: i64 = row.try_get(4)?;
+    let submission: String = row.try_get(13)?;
+    Ok(Case {
+        id: row.try_get(0)?,
+        request_id: row.try_get(1)?,
+        recorded_by: row.try_get(2)?,
+        state: CaseState::from_wire(state as i32)
+            .ok_or_else(|| decode_error("case state", state))?,
+        disposition: Disposition::from_wire(disposition as i32),
+        handling_unit: row.try_get(5)?,
+        due_time: row.try_get(6)?,
+        cluster: row.try_get(7)?,
+        supplement_count: row.try_get::<i64, _>(8)? as i32,
+        withdraw_reason: row.try_get(9)?,
+        create_time: row.try_get(10)?,
+        update_time: row.try_get(11)?,
+        version: row.try_get(12)?,
+        submission: serde_json::from_str::<Submission>(&submission)
+            .map_err(|e| decode_error("case submission", e))?,
+    })
+}
+
+/// What an idempotent insert found.
+#[derive(Debug)]
+pub enum Inserted {
+    /// The case is new.
+    New,
+    /// The request id was used before: the earlier request's hash and case.
+    Existing {
+        /// Hash of the earlier request.
+        request_hash: String,
+        /// The case it created.
+        case: Box<Case>,
+    },
+}
+
+/// Inserts a new case unless `(recorded_by, request_id)` was used before.
+pub async fn insert_case(
+    tx: &mut Tx,
+    case: &Case,
+    request_hash: &str,
+) -> Result<Inserted, StoreError> {
+    let s = &case.submission;
+    let submission = serde_json::to_string(s).map_err(|e| decode_error("case submission", e))?;
+    let phone = s
+        .reporter
+        .contact
+        .as_ref()
+        .map(|c| c.phone.as_str())
+        .unwrap_or("");
+    let done = sqlx::query(
+        "INSERT INTO cases (id, recorded_by, request_id, request_hash, channel, category, urgency, \
+            district, street, community, grid, building, latitude, longitude, reporter_phone, \
+            state, disposition, handling_unit, due_time, cluster_id, supplement_count, withdraw_reason, \
+            create_time, update_time, version, submission) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+            $19, $20, $21, $22, $23, $24, $25, $26) \
+         ON CONFLICT (recorded_by, request_id) DO NOTHING",
+    )
+    .bind(&case.id)
+    .bind(&case.recorded_by)
+    .bind(&case.request_id)
+    .bind(request_hash)
+    .bind(i64::from(s.channel.wire()))
+    .bind(&s.category)
+    .bind(i64::from(s.urgency.wire()))
+    .bind(&s.place.district)
+    .bind(&s.place.street)
+    .bind(&s.place.community)
+    .bind(&s.place.grid)
+    .bind(&s.place.building)
+    .bind(s.location.map(|l| l.latitude))
+    .bind(s.location.map(|l| l.longitude))
+    .bind(phone)
+    .bind(i64::from(case.state.wire()))
+    .bind(case.disposition.map_or(0, |d| i64::from(d.wire())))
+    .bind(&case.handling_unit)
+    .bind(case.due_time)
+    .bind(&case.cluster)
+    .bind(i64::from(case.supplement_count))
+    .bind(&case.withdraw_reason)
+    .bind(case.create_time)
+    .bind(case.update_time)
+    .bind(case.version)
+    .bind(submission)
+    .execute(tx.conn())
+    .await?;
+    if done.rows_affected() == 1 {
+        return Ok(Inserted::New);
+    }
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS}, request_hash FROM cases WHERE recorded_by = $1 AND request_id = $2"
+    )))
+    .bind(&case.recorded_by)
+    .bind(&case.request_id)
+    .fetch_one(tx.conn())
+    .await?;
+    Ok(Inserted::Existing {
+        request_hash: row.try_get(14)?,
+        case: Box::new(case_from_row(&row)?),
+    })
+}
+
+/// One case.
+pub async fn get_case<'c, E: Executor<'c, Database = Any>>(
+    executor: E,
+    id: &str,
+) -> Result<Option<Case>, StoreError> {
+    let row = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT {COLUMNS} FROM cases WHERE id = $1"
+    )))
+    .bind(id)
+    .fetch_optional(executor)
+    .await?;
+    row.as_ref().map(case_from_row).transpose()
+}
+
+/// Writes a case's mutable facts if it is still at `expected_version`; false if it changed
+/// meanwhile (the caller retries).
+pub async fn update_case(
+    tx: &mut Tx,
+    case: &Case,
+    expected_version: i64,
+) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE cases SET state = $2, disposition = $3, handling_unit = $4, due_time = $5, \
+            cluster_id = $6, supplement_count = $7, withdraw_reason = $8, update_time = $9, version = $10 \
+         WHERE id = $1 AND version = $11",
+    )
+    .bind(&case.id)
+    .bind(i64::from(case.state.wire()))
+    .bind(case.disposition.map_or(0, |d| i64::from(d.wire())))
+    .bind(&case.handling_unit)
+    .bind(case.due_time)
+    .bind(&case.cluster)
+    .bind(i64::from(case.supplement_count))
+    .bind(&case.withdraw_reason)
+    .bind(case.update_time)
+    .bind(case.version)
+    .bind(expected_version)
+    .execute(tx.conn())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A list filter, already checked.
+#[derive(Debug, Default, Clone)]
+pub struct CaseFilter {
+    /// States (any of).
+    pub states: Vec<CaseState>,
+    /// Channels (any of), as wire numbers.
+    pub channels: Vec<i32>,
+    /// Category.
+    pub category: Option<String>,
+    /// Place: (column, code).
+    pub place: Option<(&'static str, String)>,
+    /// Place scope of the caller: (column, code).
+    pub scope: Option<(&'static str, String)>,
+    /// Accepted at or after.
+    pub after: Option<Micros>,
+    /// Accepted before.
+    pub before: Option<Micros>,
+    /// Reporter phone.
+    pub phone: Option<String>,
+    /// Cluster id.
+    pub cluster: Option<String>,
+    /// Keyset: ids below this one.
+    pub below_id: Option<String>,
+}
+
+/// Cases matching `filter`, newest first (by id, which is time-ordered), up to `limit`.
+pub async fn list_cases<'c, E: Executor<'c, Database = Any>>(
+    executor: E,
+    filter: &CaseFilter,
+    limit: i64,
+) -> Result<Vec<Case>, StoreError> {
+    // Placeholders are numbered as values are pushed; every value is bound, never inlined.
+    let mut clauses: Vec<String> = Vec::new();
+    let mut texts: Vec<(usize, String)> = Vec::new();
+    let mut ints: Vec<(usize, i64)> = Vec::new();
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    if !filter.states.is_empty() {
+        let list: Vec<String> = filter
+            .states
+            .iter()
+            .map(|s| {
+                let i = next();
+                ints.push((i, i64::from(s.wire())));
+                format!("${i}")
+            })
+            .collect();
+        clauses.push(format!("state IN ({})", list.join(", ")));
+    }
+    if !filter.channels.is_empty() {
+        let list: Vec<String> = filter
+            .channels
+            .iter()
+            .map(|c| {
+                let i = next();
+                ints.push((i, i64::from(*c)));
+                format!("${i}")
+            })
+            .collect();
+        clauses.push(format!("channel IN ({})", list.join(", ")));
+    }
+    for (column, code) in [&filter.place, &filter.scope].into_iter().flatten() {
+        let i = next();
+        texts.push((i, code.clone()));
+        clauses.push(format!("{column} = ${i}"));
+    }
+    for (column, value) in [
+        ("category", &filter.category),
+        ("reporter_phone", &filter.phone),
+        ("cluster_id", &filter.cluster),
+    ] {
+        if let Some(value) = value {
+            let i = next();
+            texts.push((i, value.clone()));
+            clauses.push(format!("{column} = ${i}"));
+        }
+    }
+    if let Some(after) = filter.after {
+        let i = next();
+        ints.push((i, after));
+        clauses.push(format!("create_time >= ${i}"));
+    }
+    if let Some(before) = filter.before {
+        let i = next();
+        ints.push((i, before));
+        clauses.push(format!("create_time < ${i}"));
+    }
+    if let Some(below) = &filter.below_id {
+        let i = next();
+        texts.push((i, below.clone()));
+        clauses.push(format!("id < ${i}"));
+    }
+    let limit_at = next();
+    let where_clause = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!("WHERE {}", clauses.join(" AND "))
+    };
+    let sql =
+        format!("SELECT {COLUMNS} FROM cases {where_clause} ORDER BY id DESC LIMIT ${limit_at}");
+    // Bind in placeholder order.
+    enum Value {
+        Text(String),
+        Int(i64),
+    }
+    let mut values: Vec<(usize, Value)> = texts
+        .into_iter()
+        .map(|(i, t)| (i, Value::Text(t)))
+        .chain(ints.into_iter().map(|(i, v)| (i, Value::Int(v))))
+        .collect();
+    values.sort_by_key(|(i, _)| *i);
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (_, value) in values {
+        query = match value {
+            Value::Text(t) => query.bind(t),
+            Value::Int(v) => query.bind(v),
+        };
+    }
+    let rows = query.bind(limit).fetch_all(executor).await?;
+    rows.iter().map(case_from_row).collect()
+}
+
+/// Records a supplement's request id; the earlier request's hash if it was used before.
+pub async fn insert_supplement(
+    tx: &mut Tx,
+    case_id: &str,
+    request_id: &str,
+    request_hash: &str,
+    now: Micros,
+) -> Result<Option<String>, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO supplements (case_id, request_id, request_hash, create_time) VALUES ($1, $2, $3, $4) \
+         ON CONFLICT (case_id, request_id) DO NOTHING",
+    )
+    .bind(case_id)
+    .bind(request_id)
+    .bind(request_hash)
+    .bind(now)
+    .execute(tx.conn())
+    .await?;
+    if done.rows_affected() == 1 {
+        return Ok(None);
+    }
+    let hash: String = sqlx::query_scalar(
+        "SELECT request_hash FROM supplements WHERE case_id = $1 AND request_id = $2",
+    )
+    .bind(case_id)
+    .bind(request_id)
+    .fetch_one(tx.conn())
+    .await?;
+    Ok(Some(hash))
+}
+
+/// A candidate for the same issue: a recent case of the same category nearby.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    /// Case id.
+    pub id: String,
+    /// Its cluster.
+    pub cluster: Option<String>,
+    /// Its building.
+    pub building: String,
+    /// Its coordinates.
+    pub location: Option<LatLng>,
+    /// Its submission (for the text).
+    pub submission: Submission,
+}
+
+/// Recent open cases of `category` accepted since `since`, other than `exclude`, at
+/// `building` or within the bounding box around `near`.
+pub async fn cluster_candidates(
+    tx: &mut Tx,
+    category: &str,
+    since: Micros,
+    exclude: &str,
+    building: &str,
+    near: Option<(LatLng, f64)>,
+) -> Result<Vec<Candidate>, StoreError> {
+    // A box a little larger than the radius; the exact distance is checked by the caller.
+    let (lat0, lat1, lng0, lng1) = match near {
+        Some((p, meters)) => {
+            let dlat = meters / 111_000.0 * 1.1;
+            let dlng = dlat / p.latitude.to_radians().cos().max(0.01);
+            (
+                p.latitude - dlat,
+                p.latitude + dlat,
+                p.longitude - dlng,
+                p.longitude + dlng,
+            )
+        }
+        None => (1.0, -1.0, 1.0, -1.0), // an empty box
+    };
+    let rows = sqlx::query(
+        "SELECT id, cluster_id, building, latitude, longitude, submission FROM cases \
+         WHERE category = $1 AND create_time >= $2 AND id <> $3 AND state IN ($4, $5, $6, $7, $8) \
+           AND (($9 <> '' AND building = $9) \
+                OR (latitude BETWEEN $10 AND $11 AND longitude BETWEEN $12 AND $13)) \
+         ORDER BY create_time DESC LIMIT 50",
+    )
+    .bind(category)
+    .bind(since)
+    .bind(exclude)
+    .bind(i64::from(CaseState::Submitted.wire()))
+    .bind(i64::from(CaseState::Routed.wire()))
+    .bind(i64::from(CaseState::InProgress.wire()))
+    .bind(i64::from(CaseState::AwaitingPapers.wire()))
+    .bind(i64::from(CaseState::Escalated.wire()))
+    .bind(building)
+    .bind(lat0)
+    .bind(lat1)
+    .bind(lng0)
+    .bind(lng1)
+    .fetch_all(tx.conn())
+    .await?;
+    rows.iter()
+        .map(|row| {
+            let lat: Option<f64> = row.try_get(3)?;
+            let lng: Option<f64> = row.try_get(4)?;
+            let submission: String = row.try_get(5)?;
+            Ok(Candidate {
+                id: row.try_get(0)?,
+                cluster: row.try_get(1)?,
+                building: row.try_get(2)?,
+                location: lat.zip(lng).map(|(latitude, longitude)| LatLng {
+                    latitude,
+                    longitude,
+                }),
+                submission: serde_json::from_str(&submission)
+                    .map_err(|e| decode_error("case submission", e))?,
+            })
+        })
+        .collect()
+}
+
+/// Creates a cluster.
+pub async fn create_cluster(tx: &mut Tx, cluster: &Cluster) -> Result<(), StoreError> {
+    sqlx::query("INSERT INTO clusters (id, category, reason, create_time) VALUES ($1, $2, $3, $4)")
+        .bind(&cluster.id)
+        .bind(&cluster.category)
+        .bind(&cluster.reason)
+        .bind(cluster.create_time)
+        .execute(tx.conn())
+        .await?;
+    Ok(())
+}
+
+/// Deletes an emptied cluster.
+pub async fn delete_cluster(tx: &mut Tx, id: &str) -> Result<(), StoreError> {
+    sqlx::query("DELETE FROM clusters WHERE id = $1")
+        .bind(id)
+        .execute(tx.conn())
+        .await?;
+    Ok(())
+}
+
+/// One cluster with its members, oldest first (on a pooled connection or a transaction's).
+pub async fn get_cluster(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<Cluster>, StoreError> {
+    let Some(row) =
+        sqlx::query("SELECT id, category, reason, create_time FROM clusters WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?
+    else {
+        return Ok(None);
+    };
+    let cases: Vec<String> =
+        sqlx::query_scalar("SELECT id FROM cases WHERE cluster_id = $1 ORDER BY create_time, id")
+            .bind(id)
+            .fetch_all(&mut *conn)
+            .await?;
+    Ok(Some(Cluster {
+        id: row.try_get(0)?,
+        category: row.try_get(1)?,
+        reason: row.try_get(2)?,
+        create_time: row.try_get(3)?,
+        cases,
+    }))
+}
+
+/// A case's events (its timeline), oldest first: `(kind, create_time, actor, payload)`.
+pub async fn case_events<'c, E: Executor<'c, Database = Any>>(
+    executor: E,
+    subject: &str,
+) -> Result<Vec<(String, Micros, String, Vec<u8>)>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT kind, create_time, actor, payload FROM events WHERE subject = $1 ORDER BY create_time, seq",
+    )
+    .bind(subject)
+    .fetch_all(executor)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
+        .collect()
+}
