@@ -22,6 +22,14 @@ pub(crate) const MIGRATIONS: minqing_kit::db::Migrations = minqing_kit::db::Migr
 const COLUMNS: &str = "id, request_id, recorded_by, state, disposition, handling_unit, due_time, \
     cluster_id, supplement_count, withdraw_reason, create_time, update_time, version, submission";
 
+/// Degrees as integer micro-degrees (about 0.1 m). Coordinates are stored this way because
+/// sqlx 0.9's `Any` driver sends a NULL `f64` to PostgreSQL as a float4 parameter, which
+/// poisons the cached statement for every later non-NULL value: nullable float columns are
+/// not used anywhere.
+pub fn e6(degrees: f64) -> i64 {
+    (degrees * 1e6).round() as i64
+}
+
 fn decode_error(what: &str, err: impl std::fmt::Display) -> StoreError {
     StoreError::Other(sqlx::Error::Decode(format!("{what}: {err}").into()))
 }
@@ -80,7 +88,7 @@ pub async fn insert_case(
         .unwrap_or("");
     let done = sqlx::query(
         "INSERT INTO cases (id, recorded_by, request_id, request_hash, channel, category, urgency, \
-            district, street, community, grid, building, latitude, longitude, reporter_phone, \
+            district, street, community, grid, building, lat_e6, lng_e6, reporter_phone, \
             state, disposition, handling_unit, due_time, cluster_id, supplement_count, withdraw_reason, \
             create_time, update_time, version, submission) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
@@ -99,8 +107,8 @@ pub async fn insert_case(
     .bind(&s.place.community)
     .bind(&s.place.grid)
     .bind(&s.place.building)
-    .bind(s.location.map(|l| l.latitude))
-    .bind(s.location.map(|l| l.longitude))
+    .bind(s.location.map(|l| e6(l.latitude)))
+    .bind(s.location.map(|l| e6(l.longitude)))
     .bind(phone)
     .bind(i64::from(case.state.wire()))
     .bind(case.disposition.map_or(0, |d| i64::from(d.wire())))
@@ -360,19 +368,19 @@ pub async fn cluster_candidates(
             let dlat = meters / 111_000.0 * 1.1;
             let dlng = dlat / p.latitude.to_radians().cos().max(0.01);
             (
-                p.latitude - dlat,
-                p.latitude + dlat,
-                p.longitude - dlng,
-                p.longitude + dlng,
+                e6(p.latitude - dlat),
+                e6(p.latitude + dlat),
+                e6(p.longitude - dlng),
+                e6(p.longitude + dlng),
             )
         }
-        None => (1.0, -1.0, 1.0, -1.0), // an empty box
+        None => (1, -1, 1, -1), // an empty box
     };
     let rows = sqlx::query(
-        "SELECT id, cluster_id, building, latitude, longitude, submission FROM cases \
+        "SELECT id, cluster_id, building, lat_e6, lng_e6, submission FROM cases \
          WHERE category = $1 AND create_time >= $2 AND id <> $3 AND state IN ($4, $5, $6, $7, $8) \
            AND (($9 <> '' AND building = $9) \
-                OR (latitude BETWEEN $10 AND $11 AND longitude BETWEEN $12 AND $13)) \
+                OR (lat_e6 BETWEEN $10 AND $11 AND lng_e6 BETWEEN $12 AND $13)) \
          ORDER BY create_time DESC LIMIT 50",
     )
     .bind(category)
@@ -392,16 +400,16 @@ pub async fn cluster_candidates(
     .await?;
     rows.iter()
         .map(|row| {
-            let lat: Option<f64> = row.try_get(3)?;
-            let lng: Option<f64> = row.try_get(4)?;
+            let lat: Option<i64> = row.try_get(3)?;
+            let lng: Option<i64> = row.try_get(4)?;
             let submission: String = row.try_get(5)?;
             Ok(Candidate {
                 id: row.try_get(0)?,
                 cluster: row.try_get(1)?,
                 building: row.try_get(2)?,
-                location: lat.zip(lng).map(|(latitude, longitude)| LatLng {
-                    latitude,
-                    longitude,
+                location: lat.zip(lng).map(|(lat, lng)| LatLng {
+                    latitude: lat as f64 / 1e6,
+                    longitude: lng as f64 / 1e6,
                 }),
                 submission: serde_json::from_str(&submission)
                     .map_err(|e| decode_error("case submission", e))?,

@@ -11,6 +11,11 @@
 //! one store implementation per backend because it keeps each query written once; the price
 //! is the `Any` type subset, which the portable columns live within.
 //!
+//! **No nullable floating-point columns.** sqlx 0.9.0's `Any` driver sends a NULL `f64` to
+//! PostgreSQL as a float4 parameter (`Null(Double)` and `Null(Real)` are swapped in
+//! `AnyArguments::convert_into`); the statement cached on that connection then refuses every
+//! later real `f64`. Store coordinates as integer micro-degrees, amounts as integers.
+//!
 //! SQLite allows one writer at a time, so writes go through a pool of one connection (no
 //! `SQLITE_BUSY` between our own writers) and reads through a small pool beside it (WAL mode
 //! lets them run during a write). On PostgreSQL both are the same pool.

@@ -32,6 +32,9 @@ pub struct ServiceEnv {
     pub clock: Clock,
     /// A service-role token for calling other services (their event feeds).
     pub service_token: String,
+    /// Where the other services of the suite listen (`http://host:port`), by name; filled
+    /// by `minqing up` with the addresses it bound. Services fall back to their own config.
+    pub peers: std::collections::BTreeMap<String, String>,
 }
 
 impl ServiceEnv {
@@ -58,6 +61,14 @@ impl ServiceEnv {
         })?;
         crate::feed::spawn_postgres_bridge(&db, self.shutdown.clone());
         Ok(db)
+    }
+
+    /// The address of the peer service `name`: from `peers`, else `configured`.
+    pub fn peer(&self, name: &str, configured: &str) -> String {
+        self.peers
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| configured.to_string())
     }
 
     /// The context for serving gRPC.

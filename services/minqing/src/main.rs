@@ -1,1 +1,40 @@
-fn main() {}
+//! The `minqing` command: start the suite (`up`), one service (`serve`), talk to it (`case`,
+//! `catalogue`, `places`, `token`), and load it (`bench`). See `minqing --help`.
+
+#![forbid(unsafe_code)]
+
+/// Prints a line to stdout; a closed pipe (`minqing case list | head`) ends the program
+/// quietly instead of panicking as `println!` would.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(err) = writeln!(std::io::stdout(), $($arg)*) {
+            if err.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }};
+}
+
+mod bench;
+mod cli;
+mod client;
+mod run;
+mod services;
+
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    let cli = cli::Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(err) => {
+            eprintln!("minqing: cannot start the runtime: {err}");
+            return std::process::ExitCode::from(70);
+        }
+    };
+    runtime.block_on(cli.run())
+}

@@ -1,0 +1,405 @@
+//! Load tools: drive SubmitCase over gRPC with N requests in flight and report throughput and
+//! latency percentiles; and the SQLite floor (one row per transaction) to compare against.
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicUsize, Ordering},
+    },
+    time::Instant,
+};
+
+use clap::{Args, Subcommand, ValueEnum};
+use hdrhistogram::Histogram;
+use tonic::transport::Channel;
+
+use minqing_kit::feed::BearerToken;
+use minqing_proto::minqing::{
+    intake::v1::{self as pb, catalogue_client::CatalogueClient, intake_client::IntakeClient},
+    r#type::v1 as tpb,
+};
+
+/// `minqing bench …`.
+#[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Submit cases as fast as N calls in flight allow.
+    Submit(SubmitBench),
+    /// The SQLite floor: insert case-sized rows one per transaction (WAL), as fast as it goes.
+    SqliteFloor(SqliteFloor),
+}
+
+/// `minqing bench submit`.
+#[derive(Debug, Args)]
+pub struct SubmitBench {
+    /// Intake's address.
+    #[arg(
+        long,
+        env = "MINQING_ENDPOINT",
+        default_value = "http://127.0.0.1:7401"
+    )]
+    endpoint: String,
+    /// A token that may submit cases [default: the admin token in --data-dir].
+    #[arg(long, env = "MINQING_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// Where to find the admin token.
+    #[arg(long, default_value = "./minqing-data")]
+    data_dir: PathBuf,
+    /// Requests to send (after the warm-up).
+    #[arg(long, default_value_t = 20_000)]
+    requests: usize,
+    /// Calls in flight.
+    #[arg(long, default_value_t = 32)]
+    concurrency: usize,
+    /// HTTP/2 connections to spread them over.
+    #[arg(long, default_value_t = 1)]
+    connections: usize,
+    /// Requests sent first and not counted.
+    #[arg(long, default_value_t = 1_000)]
+    warmup: usize,
+    /// Report this process's peak resident memory (the server's pid).
+    #[arg(long)]
+    server_pid: Option<u32>,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `minqing bench sqlite-floor`.
+#[derive(Debug, Args)]
+pub struct SqliteFloor {
+    /// Where to put the scratch database (removed afterwards).
+    #[arg(long, default_value = "./minqing-bench")]
+    dir: PathBuf,
+    /// Rows to insert.
+    #[arg(long, default_value_t = 3_000)]
+    rows: usize,
+    /// SQLite durability, as the server is configured.
+    #[arg(long, value_enum, default_value = "full")]
+    synchronous: SyncArg,
+    /// Print one JSON line instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// SQLite `synchronous`.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum SyncArg {
+    /// fsync every commit.
+    Full,
+    /// fsync at checkpoints.
+    Normal,
+}
+
+impl BenchCommand {
+    /// Runs it.
+    pub async fn run(self) -> anyhow::Result<()> {
+        match self {
+            BenchCommand::Submit(b) => b.run().await,
+            BenchCommand::SqliteFloor(f) => f.run().await,
+        }
+    }
+}
+
+/// What each request varies over: real catalogue items and buildings.
+struct Corpus {
+    categories: Vec<String>,
+    buildings: Vec<String>,
+}
+
+const DESCRIPTIONS: &[&str] = &[
+    "楼道的灯坏了好几天了，晚上老人上下楼很不方便，希望尽快修一下。The stairwell light has been out for days.",
+    "小区门口的下水道堵了，一下雨就积水，味道也很大，请派人疏通。The drain at the gate floods whenever it rains.",
+    "隔壁装修每天早上七点就开始打钻，已经持续两周，影响休息。Renovation drilling from 7 a.m. for two weeks.",
+    "我母亲八十多岁独居，最近身体不好，想申请上门探访服务。My mother lives alone and needs home visits.",
+    "三号楼前的健身器材坏了一个，螺丝松动有安全隐患。Broken fitness equipment in front of building 3.",
+];
+
+impl SubmitBench {
+    async fn corpus(channel: Channel) -> anyhow::Result<Corpus> {
+        let mut api = CatalogueClient::new(channel);
+        let items = api
+            .list_catalogue_items(pb::ListCatalogueItemsRequest {
+                page_size: 500,
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .items;
+        let places = api
+            .list_places(pb::ListPlacesRequest {
+                level: tpb::PlaceLevel::Building as i32,
+                page_size: 1000,
+                ..Default::default()
+            })
+            .await?
+            .into_inner()
+            .places;
+        anyhow::ensure!(
+            !items.is_empty() && !places.is_empty(),
+            "the catalogue or gazetteer is empty"
+        );
+        Ok(Corpus {
+            categories: items.into_iter().map(|i| i.id).collect(),
+            buildings: places.into_iter().map(|p| p.code).collect(),
+        })
+    }
+
+    fn request(corpus: &Corpus, run: &str, i: usize) -> pb::SubmitCaseRequest {
+        pb::SubmitCaseRequest {
+            request_id: format!("bench-{run}-{i}"),
+            channel: [
+                tpb::Channel::Hotline,
+                tpb::Channel::App,
+                tpb::Channel::ServiceHall,
+                tpb::Channel::Web,
+            ][i % 4] as i32,
+            channel_details: None,
+            reporter: Some(pb::Reporter {
+                anonymous: false,
+                contact: Some(tpb::Contact {
+                    name: format!("居民{}", i % 997),
+                    phone: format!("1390931{:04}", i % 10_000),
+                    preferred_method: tpb::ContactMethod::Phone as i32,
+                    needs_appointed_visit: i.is_multiple_of(17),
+                    ..Default::default()
+                }),
+            }),
+            place: Some(tpb::Place {
+                building: corpus.buildings[i % corpus.buildings.len()].clone(),
+                address: "3单元门口".into(),
+                ..Default::default()
+            }),
+            category: corpus.categories[(i * 7) % corpus.categories.len()].clone(),
+            title: format!("居民反映问题 #{i}"),
+            description: DESCRIPTIONS[i % DESCRIPTIONS.len()].to_string(),
+            attachments: vec![],
+            urgency: tpb::Urgency::Normal as i32,
+            occur_time: None,
+        }
+    }
+
+    async fn run(self) -> anyhow::Result<()> {
+        let token = match &self.token {
+            Some(t) => t.clone(),
+            None => std::fs::read_to_string(self.data_dir.join(crate::run::ADMIN_TOKEN_FILE))
+                .map(|s| s.trim().to_string())
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "no --token and no admin token in {}: {e}",
+                        self.data_dir.display()
+                    )
+                })?,
+        };
+        let mut channels = Vec::new();
+        for _ in 0..self.connections.max(1) {
+            channels.push(
+                Channel::from_shared(self.endpoint.clone())?
+                    .connect()
+                    .await?,
+            );
+        }
+        let corpus = Arc::new(Self::corpus(channels[0].clone()).await?);
+        let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
+
+        // Warm-up, not counted.
+        let warm = self
+            .drive(&channels, &token, &corpus, &run, 0, self.warmup)
+            .await;
+        anyhow::ensure!(
+            warm.errors == 0 || self.warmup == 0,
+            "warm-up failed: {:?}",
+            warm.first_error
+        );
+        let start = Instant::now();
+        let result = self
+            .drive(&channels, &token, &corpus, &run, self.warmup, self.requests)
+            .await;
+        let elapsed = start.elapsed();
+        let rss = self.server_pid.and_then(peak_rss_kib);
+
+        let h = &result.latency;
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        let rate = result.ok as f64 / elapsed.as_secs_f64();
+        if self.json {
+            say!(
+                "{}",
+                serde_json::json!({
+                    "requests": self.requests, "concurrency": self.concurrency, "connections": self.connections,
+                    "ok": result.ok, "errors": result.errors, "seconds": elapsed.as_secs_f64(),
+                    "rate": rate, "p50_ms": ms(0.5), "p90_ms": ms(0.9), "p99_ms": ms(0.99),
+                    "max_ms": h.max() as f64 / 1000.0, "server_peak_rss_kib": rss,
+                })
+            );
+        } else {
+            say!(
+                "SubmitCase: {} requests, {} in flight over {} connection(s)",
+                self.requests,
+                self.concurrency,
+                self.connections
+            );
+            say!("  ok {}   errors {}", result.ok, result.errors);
+            if let Some(e) = &result.first_error {
+                say!("  first error: {e}");
+            }
+            say!(
+                "  throughput  {rate:.0} cases/s over {:.2} s",
+                elapsed.as_secs_f64()
+            );
+            say!(
+                "  latency     p50 {:.2} ms   p90 {:.2} ms   p99 {:.2} ms   max {:.2} ms",
+                ms(0.5),
+                ms(0.9),
+                ms(0.99),
+                h.max() as f64 / 1000.0
+            );
+            if let Some(kib) = rss {
+                say!(
+                    "  server peak resident memory {:.1} MiB",
+                    kib as f64 / 1024.0
+                );
+            }
+        }
+        anyhow::ensure!(result.errors == 0, "{} requests failed", result.errors);
+        Ok(())
+    }
+
+    async fn drive(
+        &self,
+        channels: &[Channel],
+        token: &str,
+        corpus: &Arc<Corpus>,
+        run: &str,
+        offset: usize,
+        count: usize,
+    ) -> Outcome {
+        let next = Arc::new(AtomicUsize::new(0));
+        let mut workers = Vec::new();
+        for w in 0..self.concurrency.max(1) {
+            let mut client = IntakeClient::with_interceptor(
+                channels[w % channels.len()].clone(),
+                BearerToken::new(token),
+            );
+            let next = next.clone();
+            let corpus = corpus.clone();
+            let run = run.to_string();
+            workers.push(tokio::spawn(async move {
+                let mut out = Outcome::new();
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= count {
+                        break;
+                    }
+                    let req = Self::request(&corpus, &run, offset + i);
+                    let t = Instant::now();
+                    match client.submit_case(req).await {
+                        Ok(_) => {
+                            out.ok += 1;
+                            let _ = out.latency.record(t.elapsed().as_micros() as u64);
+                        }
+                        Err(status) => {
+                            out.errors += 1;
+                            out.first_error.get_or_insert_with(|| {
+                                format!("{:?}: {}", status.code(), status.message())
+                            });
+                        }
+                    }
+                }
+                out
+            }));
+        }
+        let mut total = Outcome::new();
+        for w in workers {
+            if let Ok(o) = w.await {
+                total.ok += o.ok;
+                total.errors += o.errors;
+                let _ = total.latency.add(&o.latency);
+                if total.first_error.is_none() {
+                    total.first_error = o.first_error;
+                }
+            }
+        }
+        total
+    }
+}
+
+struct Outcome {
+    ok: usize,
+    errors: usize,
+    first_error: Option<String>,
+    latency: Histogram<u64>,
+}
+
+impl Outcome {
+    fn new() -> Self {
+        Self {
+            ok: 0,
+            errors: 0,
+            first_error: None,
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+        }
+    }
+}
+
+/// A process's peak resident set (VmHWM), in KiB, from /proc.
+fn peak_rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+impl SqliteFloor {
+    async fn run(self) -> anyhow::Result<()> {
+        use sqlx::{ConnectOptions, Connection, Executor, sqlite::SqliteConnectOptions};
+        std::fs::create_dir_all(&self.dir)?;
+        let path = self
+            .dir
+            .join(format!("floor-{}.db", uuid::Uuid::new_v4().simple()));
+        let sync = match self.synchronous {
+            SyncArg::Full => sqlx::sqlite::SqliteSynchronous::Full,
+            SyncArg::Normal => sqlx::sqlite::SqliteSynchronous::Normal,
+        };
+        let mut conn = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            .journal_mode(sqlx::sqlite::SqliteJournalMode::Wal)
+            .synchronous(sync)
+            .connect()
+            .await?;
+        conn.execute("CREATE TABLE rows (id TEXT PRIMARY KEY, create_time INTEGER NOT NULL, body TEXT NOT NULL)")
+            .await?;
+        let body = "x".repeat(900);
+        let start = Instant::now();
+        for i in 0..self.rows {
+            let mut tx = conn.begin().await?;
+            sqlx::query("INSERT INTO rows (id, create_time, body) VALUES ($1, $2, $3)")
+                .bind(uuid::Uuid::now_v7().to_string())
+                .bind(i as i64)
+                .bind(&body)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        }
+        let elapsed = start.elapsed();
+        conn.close().await?;
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
+        let rate = self.rows as f64 / elapsed.as_secs_f64();
+        if self.json {
+            say!(
+                "{}",
+                serde_json::json!({"rows": self.rows, "seconds": elapsed.as_secs_f64(), "rate": rate})
+            );
+        } else {
+            say!(
+                "SQLite floor: {} rows, one per transaction: {rate:.0} rows/s over {:.2} s",
+                self.rows,
+                elapsed.as_secs_f64()
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,103 @@
+//! Command-line arguments.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Args, Parser, Subcommand};
+
+/// Minqing: a city's civic-request pipeline over gRPC.
+#[derive(Debug, Parser)]
+#[command(name = "minqing", version, about, propagate_version = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Start every service in one process (SQLite under the data directory unless
+    /// --database-url names a PostgreSQL database).
+    Up(ServerArgs),
+    /// Start one service alone.
+    Serve {
+        /// Which service.
+        #[arg(value_enum)]
+        service: crate::services::Service,
+        #[command(flatten)]
+        args: ServerArgs,
+    },
+    /// Cases: submit, get, list, supplement, withdraw, timeline.
+    #[command(subcommand)]
+    Case(Box<crate::client::CaseCommand>),
+    /// The public service catalogue.
+    #[command(subcommand)]
+    Catalogue(crate::client::CatalogueCommand),
+    /// The gazetteer of places.
+    #[command(subcommand)]
+    Places(crate::client::PlacesCommand),
+    /// Bearer tokens (city admin).
+    #[command(subcommand)]
+    Token(crate::client::TokenCommand),
+    /// Load tools.
+    #[command(subcommand)]
+    Bench(crate::bench::BenchCommand),
+}
+
+/// Options for commands that run servers.
+#[derive(Debug, Clone, Args)]
+pub struct ServerArgs {
+    /// A TOML config file (every setting has a default; `MINQING_*` variables override it).
+    #[arg(long, short, env = "MINQING_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Where the embedded store and the admin token live [default: ./minqing-data].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// A postgres:// URL: run on PostgreSQL instead of the embedded SQLite.
+    #[arg(long)]
+    pub database_url: Option<String>,
+}
+
+/// Options for commands that call a running server.
+#[derive(Debug, Clone, Args)]
+pub struct ClientArgs {
+    /// The service's address.
+    #[arg(
+        long,
+        env = "MINQING_ENDPOINT",
+        default_value = "http://127.0.0.1:7401",
+        global = true
+    )]
+    pub endpoint: String,
+    /// A bearer token [default: the admin token in the data directory].
+    #[arg(long, env = "MINQING_TOKEN", hide_env_values = true, global = true)]
+    pub token: Option<String>,
+    /// Where to find the admin token when --token is not given.
+    #[arg(long, default_value = "./minqing-data", global = true)]
+    pub data_dir: PathBuf,
+}
+
+impl Cli {
+    /// Runs the command; the exit code says how it went (64 for unusable configuration).
+    pub async fn run(self) -> ExitCode {
+        let result = match self.command {
+            Command::Up(args) => crate::run::up(args).await,
+            Command::Serve { service, args } => crate::run::serve(service, args).await,
+            Command::Case(c) => c.run().await,
+            Command::Catalogue(c) => c.run().await,
+            Command::Places(c) => c.run().await,
+            Command::Token(c) => c.run().await,
+            Command::Bench(c) => c.run().await,
+        };
+        match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(err) => {
+                let code = err
+                    .downcast_ref::<minqing_kit::config::ConfigError>()
+                    .map(|_| minqing_kit::config::EXIT_CONFIG as u8)
+                    .or_else(|| err.downcast_ref::<crate::client::CallError>().map(|_| 1))
+                    .unwrap_or(1);
+                eprintln!("minqing: {err:#}");
+                ExitCode::from(code)
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! The services `minqing` can run, and how each is configured and started.
+
+use std::net::SocketAddr;
+
+use tokio::net::TcpListener;
+
+use minqing_kit::{
+    config::{ConfigError, Settings},
+    service::{ServiceEnv, Started},
+};
+
+/// Config sections the services own (`[intake]`, …).
+pub const SECTIONS: &[&str] = &["intake"];
+
+/// A service of the suite.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Service {
+    /// Cases from every channel, the public catalogue, duplicate clusters.
+    Intake,
+}
+
+impl Service {
+    /// Every service, in start order.
+    pub const ALL: &[Service] = &[Service::Intake];
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Service::Intake => minqing_intake::NAME,
+        }
+    }
+
+    /// What it serves, for the start-up banner.
+    pub fn apis(self) -> &'static str {
+        match self {
+            Service::Intake => "minqing.intake.v1.Intake, minqing.intake.v1.Catalogue",
+        }
+    }
+
+    /// Reads and checks its config section (a problem exits with code 64).
+    pub fn check(self, settings: &Settings) -> Result<SocketAddr, ConfigError> {
+        let invalid = |message: String| ConfigError::Invalid {
+            section: Some(self.name().into()),
+            message,
+        };
+        match self {
+            Service::Intake => {
+                let c: minqing_intake::IntakeConfig = settings.section(self.name())?;
+                c.validate().map_err(invalid)?;
+                Ok(c.listen)
+            }
+        }
+    }
+
+    /// Starts it on `listener`.
+    pub async fn start(
+        self,
+        env: &ServiceEnv,
+        settings: &Settings,
+        listener: TcpListener,
+    ) -> anyhow::Result<Started> {
+        match self {
+            Service::Intake => {
+                minqing_intake::start(env, settings.section(self.name())?, listener).await
+            }
+        }
+    }
+}

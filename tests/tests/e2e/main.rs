@@ -1,0 +1,5 @@
+//! End-to-end tests: real gRPC over loopback sockets against services started for real, on
+//! a fresh SQLite database and (where reachable) a fresh PostgreSQL database each.
+
+mod intake;
+mod support;
