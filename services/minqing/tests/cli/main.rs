@@ -326,3 +326,165 @@ fn unusable_configuration_exits_64_with_a_clear_message() {
     // Nothing was started or written for a refused configuration.
     assert!(!dir.path().join("intake.db").exists());
 }
+
+mod otlp {
+    //! A stand-in OpenTelemetry collector (the collector is outside the suite): it records the
+    //! spans and metric names the binary exports over OTLP/gRPC.
+
+    use std::sync::{Arc, Mutex};
+
+    use opentelemetry_proto::tonic::collector::{
+        metrics::v1::{
+            ExportMetricsServiceRequest, ExportMetricsServiceResponse,
+            metrics_service_server::{MetricsService, MetricsServiceServer},
+        },
+        trace::v1::{
+            ExportTraceServiceRequest, ExportTraceServiceResponse,
+            trace_service_server::{TraceService, TraceServiceServer},
+        },
+    };
+
+    #[derive(Default, Clone)]
+    pub struct Collector {
+        pub spans: Arc<Mutex<Vec<(String, String)>>>,
+        pub metrics: Arc<Mutex<Vec<String>>>,
+    }
+
+    #[tonic::async_trait]
+    impl TraceService for Collector {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportTraceServiceRequest>,
+        ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+            let mut spans = self.spans.lock().unwrap();
+            for rs in request.into_inner().resource_spans {
+                for ss in rs.scope_spans {
+                    for span in ss.spans {
+                        let trace: String =
+                            span.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+                        spans.push((trace, span.name));
+                    }
+                }
+            }
+            Ok(tonic::Response::new(ExportTraceServiceResponse {
+                partial_success: None,
+            }))
+        }
+    }
+
+    #[tonic::async_trait]
+    impl MetricsService for Collector {
+        async fn export(
+            &self,
+            request: tonic::Request<ExportMetricsServiceRequest>,
+        ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
+            let mut names = self.metrics.lock().unwrap();
+            for rm in request.into_inner().resource_metrics {
+                for sm in rm.scope_metrics {
+                    names.extend(sm.metrics.into_iter().map(|m| m.name));
+                }
+            }
+            Ok(tonic::Response::new(ExportMetricsServiceResponse {
+                partial_success: None,
+            }))
+        }
+    }
+
+    pub async fn serve(collector: Collector) -> std::net::SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(collector.clone()))
+                .add_service(MetricsServiceServer::new(collector))
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        addr
+    }
+}
+
+#[test]
+fn traces_and_metrics_are_exported_by_otlp_with_the_callers_trace() {
+    use minqing_proto::minqing::{intake::v1 as pb, r#type::v1 as tpb};
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let collector = otlp::Collector::default();
+    let collector_addr = rt.block_on(otlp::serve(collector.clone()));
+    let dir = tempfile::tempdir().unwrap();
+    let endpoint = format!("http://{collector_addr}");
+    let running = start(
+        &["up"],
+        dir.path(),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", &endpoint),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_METRIC_EXPORT_INTERVAL", "500"),
+        ],
+    );
+    let token = std::fs::read_to_string(dir.path().join("admin.token"))
+        .unwrap()
+        .trim()
+        .to_string();
+    let trace_id = "0af7651916cd43dd8448eb211c80319c";
+    rt.block_on(async {
+        let channel = tonic::transport::Channel::from_shared(running.intake.clone())
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let mut client = pb::intake_client::IntakeClient::new(channel);
+        let mut req = tonic::Request::new(pb::SubmitCaseRequest {
+            request_id: "otlp-1".into(),
+            channel: tpb::Channel::Hotline as i32,
+            reporter: Some(pb::Reporter {
+                anonymous: true,
+                contact: None,
+            }),
+            place: Some(tpb::Place {
+                district: "620102".into(),
+                ..Default::default()
+            }),
+            category: "online-report-01".into(),
+            title: "t".into(),
+            description: "d".into(),
+            ..Default::default()
+        });
+        req.metadata_mut()
+            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+        req.metadata_mut().insert(
+            "traceparent",
+            format!("00-{trace_id}-b7ad6b7169203331-01")
+                .parse()
+                .unwrap(),
+        );
+        client.submit_case(req).await.unwrap();
+    });
+    // Stopping flushes the exporters.
+    let (ok, stderr) = interrupt(running);
+    assert!(ok, "{stderr}");
+    let spans = collector.spans.lock().unwrap().clone();
+    assert!(
+        spans
+            .iter()
+            .any(|(trace, name)| trace == trace_id && name.contains("SubmitCase")),
+        "the server's span joined the caller's trace: {spans:?}\n{stderr}"
+    );
+    let metrics = collector.metrics.lock().unwrap().clone();
+    assert!(
+        metrics.iter().any(|m| m == "rpc.server.duration"),
+        "{metrics:?}"
+    );
+}
+
+#[test]
+fn a_collector_that_is_down_costs_nothing_but_log_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(
+        &["up"],
+        dir.path(),
+        &[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")],
+    );
+    let (ok, out, _) = cli(&running, dir.path(), &["catalogue", "classes"]);
+    assert!(ok && out.contains("onsite"));
+    let (ok, stderr) = interrupt(running);
+    assert!(ok, "{stderr}");
+}
