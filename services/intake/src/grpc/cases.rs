@@ -15,7 +15,7 @@ use crate::{
 use minqing_kit::{
     auth::{Principal, caller},
     error::{FieldViolations, already_exists, failed_precondition, not_found, permission_denied},
-    feed::{self, EventMeta},
+    feed::{self, EventMeta, EventRow},
     time::{from_timestamp, to_timestamp},
 };
 use minqing_proto::minqing::intake::v1 as pb;
@@ -59,21 +59,16 @@ pub(super) async fn submit(
         update_time: now,
         version: 1,
     };
-    let mut tx = state.db.begin().await?;
-    match store::insert_case(&mut tx, &case, &hash).await? {
+    let event = EventRow::new(
+        &EventMeta::current(principal.actor()),
+        &case.name(),
+        &pb::CaseSubmitted {
+            case: Some(convert::case(&case, Personal::Shown)),
+        },
+        now,
+    );
+    match store::submit_case(&state.db, &case, &hash, event).await? {
         Inserted::New => {
-            let event = pb::CaseSubmitted {
-                case: Some(convert::case(&case, Personal::Shown)),
-            };
-            feed::append(
-                &mut tx,
-                &EventMeta::current(principal.actor()),
-                &case.name(),
-                &event,
-                now,
-            )
-            .await?;
-            tx.commit().await?;
             tracing::info!(case = %case.id, channel = ?case.submission.channel, category = %case.submission.category, "case submitted");
             Ok(Response::new(convert::case(
                 &case,
@@ -84,7 +79,6 @@ pub(super) async fn submit(
             request_hash,
             case: existing,
         } => {
-            tx.rollback().await?;
             if request_hash == hash {
                 Ok(Response::new(convert::case(
                     &existing,

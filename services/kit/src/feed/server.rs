@@ -7,7 +7,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use super::store::{Cursor, pending_after, read_after, to_proto};
+use super::store::{Cursor, read_after, to_proto};
 use crate::{
     auth::{Role, caller},
     db::Db,
@@ -20,8 +20,9 @@ use minqing_proto::minqing::events::v1::{
 
 /// When no commit signal arrives, look anyway this often (covers a lost notification).
 const FALLBACK_POLL: Duration = Duration::from_secs(1);
-/// When committed events wait behind an older, still-running transaction, look again after this.
-const HELD_BACK_RETRY: Duration = Duration::from_millis(3);
+/// When committed events wait behind an older, still-running transaction, look again after
+/// this at the latest.
+const HELD_BACK_RETRY: Duration = Duration::from_millis(5);
 
 /// Serves one service's feed.
 #[derive(Debug, Clone)]
@@ -144,10 +145,11 @@ async fn follow(
                 return;
             }
         };
-        if let Some(last) = batch.last() {
-            let full = batch.len() as i64 == sub.max_batch;
+        if let Some(last) = batch.events.last() {
+            let full = batch.events.len() as i64 == sub.max_batch;
             cursor = last.cursor;
             let events: Vec<_> = batch
+                .events
                 .into_iter()
                 .filter(|e| sub.kinds.is_empty() || sub.kinds.contains(&e.kind))
                 .map(|e| to_proto(e, &source))
@@ -164,22 +166,16 @@ async fn follow(
                 continue;
             }
         }
-        let held_back = match pending_after(&db, cursor).await {
-            Ok(held_back) => held_back,
-            Err(err) => {
-                let _ = out.send(Err(err.to_status("reading the event feed"))).await;
-                return;
-            }
+        // Held back: the older transaction's own commit normally wakes us; the short timer
+        // covers one that wrote no event (or ran in another process).
+        let wait = if batch.held_back {
+            HELD_BACK_RETRY
+        } else {
+            FALLBACK_POLL
         };
-        if held_back {
-            tokio::select! {
-                () = tokio::time::sleep(HELD_BACK_RETRY) => continue,
-                () = shutdown.cancelled() => return,
-            }
-        }
         tokio::select! {
             changed = commits.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(FALLBACK_POLL) => {},
+            () = tokio::time::sleep(wait) => {},
             () = out.closed() => return,
             () = shutdown.cancelled() => return,
         }
