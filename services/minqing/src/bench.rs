@@ -262,11 +262,10 @@ impl SubmitBench {
             "warm-up failed: {:?}",
             warm.first_error
         );
-        let start = Instant::now();
         let result = self
             .drive(&channels, &token, &corpus, &run, self.warmup, self.requests)
             .await;
-        let elapsed = start.elapsed();
+        let elapsed = result.elapsed;
         let rss = self.server_pid.and_then(peak_rss_kib);
 
         let h = &result.latency;
@@ -324,7 +323,16 @@ impl SubmitBench {
         offset: usize,
         count: usize,
     ) -> Outcome {
+        // Every request is built before the clock starts, so the load tool's own work does not
+        // compete with the server for the machine's cores while it is measured.
+        let mut rng = StdRng::seed_from_u64(offset as u64);
+        let requests: Arc<Vec<pb::SubmitCaseRequest>> = Arc::new(
+            (0..count)
+                .map(|i| Self::request(corpus, run, offset + i, &mut rng))
+                .collect(),
+        );
         let next = Arc::new(AtomicUsize::new(0));
+        let start = Instant::now();
         let mut workers = Vec::new();
         for w in 0..self.concurrency.max(1) {
             let mut client = IntakeClient::with_interceptor(
@@ -332,17 +340,15 @@ impl SubmitBench {
                 BearerToken::new(token),
             );
             let next = next.clone();
-            let corpus = corpus.clone();
-            let run = run.to_string();
+            let requests = requests.clone();
             workers.push(tokio::spawn(async move {
-                let mut rng = StdRng::seed_from_u64((offset as u64) << 16 | w as u64);
                 let mut out = Outcome::new();
                 loop {
                     let i = next.fetch_add(1, Ordering::Relaxed);
                     if i >= count {
                         break;
                     }
-                    let req = Self::request(&corpus, &run, offset + i, &mut rng);
+                    let req = requests[i].clone();
                     let t = Instant::now();
                     match client.submit_case(req).await {
                         Ok(_) => {
@@ -371,6 +377,7 @@ impl SubmitBench {
                 }
             }
         }
+        total.elapsed = start.elapsed();
         total
     }
 }
@@ -380,6 +387,7 @@ struct Outcome {
     errors: usize,
     first_error: Option<String>,
     latency: Histogram<u64>,
+    elapsed: std::time::Duration,
 }
 
 impl Outcome {
@@ -389,6 +397,7 @@ impl Outcome {
             errors: 0,
             first_error: None,
             latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+            elapsed: std::time::Duration::ZERO,
         }
     }
 }
