@@ -5,8 +5,8 @@ use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use super::{
-    PERSONAL_ROLES, READ_ROLES, SUBMIT_ROLES, State, check_scope, convert, convert::Personal,
-    personal, validate,
+    PERSONAL_ROLES, READ_ROLES, SUBMIT_ROLES, State, audited, check_scope, convert,
+    convert::Personal, personal, validate,
 };
 use crate::{
     domain::{Case, CaseState, Channel},
@@ -117,10 +117,8 @@ pub(super) async fn get(
 ) -> Result<Response<pb::Case>, Status> {
     let principal = caller(&request)?.require(READ_ROLES)?;
     let case = visible_case(state, principal, &request.get_ref().name).await?;
-    Ok(Response::new(convert::case(
-        &case,
-        personal(principal, &case),
-    )))
+    let shown = audited(state, principal, &case, "minqing.intake.v1.Intake/GetCase").await;
+    Ok(Response::new(convert::case(&case, shown)))
 }
 
 pub(super) async fn list(
@@ -242,11 +240,13 @@ pub(super) async fn list(
     } else {
         String::new()
     };
+    let mut shown = Vec::with_capacity(cases.len());
+    for c in &cases {
+        let personal = audited(state, principal, c, "minqing.intake.v1.Intake/ListCases").await;
+        shown.push(convert::case(c, personal));
+    }
     Ok(Response::new(pb::ListCasesResponse {
-        cases: cases
-            .iter()
-            .map(|c| convert::case(c, personal(principal, c)))
-            .collect(),
+        cases: shown,
         next_page_token,
     }))
 }

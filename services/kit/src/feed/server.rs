@@ -9,6 +9,7 @@ use tonic::{Request, Response, Status};
 
 use super::store::{Cursor, read_after, to_proto};
 use crate::{
+    audit::AuditLog,
     auth::{Role, caller},
     db::Db,
     error::FieldViolations,
@@ -29,12 +30,23 @@ const HELD_BACK_RETRY: Duration = Duration::from_millis(5);
 pub struct EventFeedService {
     db: Db,
     shutdown: CancellationToken,
+    audit: Option<AuditLog>,
 }
 
 impl EventFeedService {
     /// Serves `db`'s feed until `shutdown` is cancelled (open streams then end).
     pub fn new(db: Db, shutdown: CancellationToken) -> Self {
-        Self { db, shutdown }
+        Self {
+            db,
+            shutdown,
+            audit: None,
+        }
+    }
+
+    /// Records each subscription in `audit`: for feeds whose events carry personal data.
+    pub fn with_audit(mut self, audit: AuditLog) -> Self {
+        self.audit = Some(audit);
+        self
     }
 
     /// The tonic service, with the request size limit applied.
@@ -86,8 +98,20 @@ impl EventFeed for EventFeedService {
         &self,
         request: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        caller(&request)?.require(&[Role::Service, Role::CityAdmin])?;
+        let principal = caller(&request)?
+            .require(&[Role::Service, Role::CityAdmin])?
+            .clone();
         let sub = validate(request.into_inner())?;
+        if let Some(audit) = &self.audit {
+            audit
+                .record(
+                    &principal,
+                    crate::audit::READ_PERSONAL_DATA,
+                    &format!("feeds/{}", self.db.name()),
+                    &format!("minqing.events.v1.EventFeed/Subscribe after {}", sub.after),
+                )
+                .await;
+        }
         Ok(Response::new(spawn_follow(
             self.db.clone(),
             sub,
