@@ -5,6 +5,7 @@
 //! through the same functions.
 
 use prost::{Message, Name};
+use tracing::Instrument;
 
 use crate::{
     config::ClusterConfig,
@@ -139,7 +140,7 @@ impl Clusterer {
             tx,
             &report.category,
             report.create_time - window,
-            &report.id,
+            (report.create_time, &report.id),
             &report.building,
             report.location.map(|l| (l, self.config.distance_meters)),
         )
@@ -206,7 +207,9 @@ impl Apply for Clusterer {
                 .as_ref()
                 .and_then(NewReport::from_event)
             {
-                self.consider(tx, &report).await?;
+                self.consider(tx, &report)
+                    .instrument(feed::event_span(CONSUMER, event))
+                    .await?;
             }
         }
         Ok(())

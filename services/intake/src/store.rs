@@ -415,14 +415,16 @@ pub struct Candidate {
     pub text: String,
 }
 
-/// Recent open cases of `category` accepted since `since`, other than `exclude`: at
-/// `building`, and within the bounding box around `near`. Each is one indexed lookup
-/// (`cases_same_building`, `cases_nearby`) of at most 20 of the most recent.
+/// Open cases of `category` accepted in `[since, before)` — strictly earlier than the report
+/// `(before, before_id)`, so each report is judged against earlier ones only and the outcome
+/// does not depend on how far the consumer lags — at `building`, and within the bounding box
+/// around `near`. Each is one indexed lookup (`cases_same_building`, `cases_nearby`) of at most
+/// 20 of the most recent.
 pub async fn cluster_candidates(
     tx: &mut Tx,
     category: &str,
     since: Micros,
-    exclude: &str,
+    (before, before_id): (Micros, &str),
     building: &str,
     near: Option<(LatLng, f64)>,
 ) -> Result<Vec<Candidate>, StoreError> {
@@ -440,13 +442,15 @@ pub async fn cluster_candidates(
     if !building.is_empty() {
         rows.extend(
             sqlx::query(sqlx::AssertSqlSafe(format!(
-                "{SELECT} WHERE category = $1 AND building = $2 AND create_time >= $3 AND id <> $4 \
+                "{SELECT} WHERE category = $1 AND building = $2 AND create_time >= $3 \
+                 AND (create_time < $4 OR (create_time = $4 AND id < $5)) \
                  AND state IN ({open_states}) ORDER BY create_time DESC LIMIT 20"
             )))
             .bind(category)
             .bind(building)
             .bind(since)
-            .bind(exclude)
+            .bind(before)
+            .bind(before_id)
             .fetch_all(tx.conn())
             .await?,
         );
@@ -458,7 +462,8 @@ pub async fn cluster_candidates(
         rows.extend(
             sqlx::query(sqlx::AssertSqlSafe(format!(
                 "{SELECT} WHERE category = $1 AND lat_e6 BETWEEN $2 AND $3 AND lng_e6 BETWEEN $4 AND $5 \
-                 AND create_time >= $6 AND id <> $7 AND state IN ({open_states}) \
+                                  AND create_time >= $6 AND (create_time < $7 OR (create_time = $7 AND id < $8)) \
+                 AND state IN ({open_states}) \
                  ORDER BY create_time DESC LIMIT 20"
             )))
             .bind(category)
@@ -466,8 +471,9 @@ pub async fn cluster_candidates(
             .bind(e6(p.latitude + dlat))
             .bind(e6(p.longitude - dlng))
             .bind(e6(p.longitude + dlng))
-            .bind(since)
-            .bind(exclude)
+                        .bind(since)
+            .bind(before)
+            .bind(before_id)
             .fetch_all(tx.conn())
             .await?,
         );

@@ -1196,7 +1196,57 @@ async fn reads_of_personal_data_are_audited(backend: Backend) {
     suite.stop().await;
 }
 
+async fn consumers_carry_the_trace_of_the_request_that_caused_them(backend: Backend) {
+    let Some(suite) = Suite::start(backend).await else {
+        return;
+    };
+    let staff = suite
+        .token("window-07", Role::WindowStaff, None, None)
+        .await;
+    let mut intake = suite.intake(&staff).await;
+    intake.submit_case(submission("t-1")).await.unwrap();
+    let trace_id = "5c8f1e2d3b4a69788796a5b4c3d2e1f0";
+    let mut second = submission("t-2");
+    second.description = "3号楼路灯坏了好几天，晚上走路很黑".into();
+    let second = intake
+        .submit_case(traced(
+            second,
+            &format!("00-{trace_id}-1a2b3c4d5e6f7a8b-01"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stream = suite
+        .feed("intake")
+        .await
+        .subscribe(events_pb::SubscribeRequest {
+            kinds: vec![pb::CaseClustered::full_name()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let clustered = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let batch = stream.message().await.unwrap().unwrap();
+            if let Some(e) = batch.events.into_iter().find(|e| e.subject == second.name) {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("the second report is clustered");
+    assert_eq!(clustered.actor, "system:intake-clusters");
+    assert!(
+        clustered.traceparent.contains(trace_id),
+        "the consumer's event continues the submission's trace: {}",
+        clustered.traceparent
+    );
+    suite.stop().await;
+}
+
 backend_tests!(
+    consumers_carry_the_trace_of_the_request_that_caused_them,
     reads_of_personal_data_are_audited,
     every_channel_is_accepted_and_readable,
     submission_is_idempotent_by_request_id,

@@ -27,6 +27,22 @@ pub trait Apply: Send + Sync + 'static {
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
 }
 
+/// A span for handling one event, continuing the trace of the request that caused it: events
+/// a consumer writes while in it carry that trace on, so one trace follows a case across
+/// services.
+pub fn event_span(consumer: &str, event: &pb::Event) -> tracing::Span {
+    let span = tracing::info_span!(
+        "apply_event",
+        otel.name = %format!("{consumer} {}", event.kind),
+        otel.kind = "consumer",
+        event.kind = %event.kind,
+        event.subject = %event.subject,
+        event.source = %event.source,
+    );
+    crate::telemetry::set_parent_from_traceparent(&span, &event.traceparent, &event.tracestate);
+    span
+}
+
 /// Where the feed comes from.
 #[derive(Debug, Clone)]
 pub enum FeedSource {
