@@ -4,7 +4,7 @@
 //! back upward within a rule — or, when none matches or none can be placed, the community of
 //! the case's place. Every step is recorded in words.
 
-use std::cmp::Reverse;
+use std::sync::Arc;
 
 use super::{Rule, RuleSet};
 use crate::{
@@ -181,35 +181,51 @@ impl Decider<'_> {
         out
     }
 
+    /// Positions of the (at most [`MAX_TRIED`]) best rules matching the case, best first.
+    /// The index lists for the case's category and places are each in rank order; merging
+    /// them and stopping at [`MAX_TRIED`] matches makes the cost depend on how many rules
+    /// rank above the winners, not on how many rules there are.
     fn candidates(&self, ctx: &Ctx<'_>) -> Vec<u32> {
-        let mut found: Vec<u32> = Vec::new();
+        let set = self.rules;
+        let mut lists: Vec<&[u32]> = Vec::with_capacity(16);
         for cat in [ctx.facts.category.as_str(), ""] {
-            let Some(by_place) = self.rules.index.get(cat) else {
+            let Some(by_place) = set.index.get(cat) else {
                 continue;
             };
             for place in ctx.chain.iter().copied().chain([""]) {
-                let Some(list) = by_place.get(place) else {
-                    continue;
-                };
-                for &i in list {
-                    if self.rules.rules[i as usize].matches_rest(ctx) {
-                        found.push(i);
-                    }
+                if let Some(list) = by_place.get(place) {
+                    lists.push(list);
                 }
             }
         }
-        let rules = &self.rules.rules;
-        found.sort_unstable_by_key(|&i| {
-            let r = &rules[i as usize];
-            (
-                Reverse(r.priority),
-                Reverse(r.rank()),
-                Reverse(r.specificity()),
-                r.position,
-            )
-        });
-        found.dedup();
-        found
+        let mut heads = vec![0usize; lists.len()];
+        let mut out = Vec::new();
+        let mut last = None;
+        loop {
+            let mut best: Option<(usize, u32)> = None;
+            for (li, list) in lists.iter().enumerate() {
+                if let Some(&rank) = list.get(heads[li])
+                    && best.is_none_or(|(_, b)| rank < b)
+                {
+                    best = Some((li, rank));
+                }
+            }
+            let Some((li, rank)) = best else { break };
+            heads[li] += 1;
+            // A rule listed under two of the case's places comes out twice in a row.
+            if last == Some(rank) {
+                continue;
+            }
+            last = Some(rank);
+            let position = set.by_rank[rank as usize];
+            if set.rules[position as usize].matches_rest(ctx) {
+                out.push(position);
+                if out.len() >= MAX_TRIED {
+                    break;
+                }
+            }
+        }
+        out
     }
 
     fn open_at(&self, unit: &Unit, ctx: &Ctx<'_>) -> bool {
@@ -221,7 +237,7 @@ impl Decider<'_> {
     }
 
     /// The lowest active unit of `kind` for the case (open ones first).
-    fn find(&self, kind: UnitKind, ctx: &Ctx<'_>, any_category: bool) -> Option<Unit> {
+    fn find(&self, kind: UnitKind, ctx: &Ctx<'_>, any_category: bool) -> Option<Arc<Unit>> {
         self.units
             .lowest(
                 kind,
@@ -232,7 +248,7 @@ impl Decider<'_> {
                 },
                 |u| self.open_at(u, ctx),
             )
-            .map(|u| (**u).clone())
+            .cloned()
     }
 
     fn time_limit(&self, rule: Option<&Rule>, category: &str) -> u32 {
@@ -258,7 +274,7 @@ impl Decider<'_> {
                 |u| u.emergency_line == Some(line) && !ctx.exclude.iter().any(|e| e == &u.id),
                 |_| true,
             );
-            let Some(unit) = found.map(|u| (**u).clone()) else {
+            let Some(unit) = found.cloned() else {
                 ctx.steps.push(step(
                     format!(
                         "no active {} emergency line covers the case's place",
@@ -270,10 +286,10 @@ impl Decider<'_> {
                 return None;
             };
             let community = self.community_of(ctx, &mut create, false);
-            (unit, community.map(|c| c.id).unwrap_or_default())
+            (unit, community.map(|c| c.id.clone()).unwrap_or_default())
         } else if let Some(id) = &rule.unit {
             match self.units.get(id) {
-                Some(u) if u.active && !ctx.exclude.contains(id) => ((**u).clone(), String::new()),
+                Some(u) if u.active && !ctx.exclude.contains(id) => (u.clone(), String::new()),
                 _ => {
                     ctx.steps.push(step(
                         format!("unit {id} is not registered, inactive, or refused this case"),
@@ -362,7 +378,7 @@ impl Decider<'_> {
                             &rule.id,
                             &a.id,
                         ));
-                        decision.approver = a.id;
+                        decision.approver = a.id.clone();
                         break;
                     }
                     next = k.above();
@@ -389,7 +405,7 @@ impl Decider<'_> {
         Some(Outcome { decision, create })
     }
 
-    fn try_kind(&self, kind: UnitKind, rule: &Rule, ctx: &mut Ctx<'_>) -> Option<Unit> {
+    fn try_kind(&self, kind: UnitKind, rule: &Rule, ctx: &mut Ctx<'_>) -> Option<Arc<Unit>> {
         let found = self.find(kind, ctx, false);
         if found.is_none() {
             ctx.steps.push(step(
@@ -412,7 +428,7 @@ impl Decider<'_> {
         ctx: &mut Ctx<'_>,
         create: &mut Vec<Unit>,
         respect_exclude: bool,
-    ) -> Option<Unit> {
+    ) -> Option<Arc<Unit>> {
         let excluded = |id: &str| respect_exclude && ctx.exclude.iter().any(|e| e == id);
         for level in [Level::Community, Level::Street, Level::District] {
             let code = ctx.facts.place.code(level);
@@ -426,7 +442,7 @@ impl Decider<'_> {
                 .iter()
                 .find(|u| u.kind == kind && u.active && !excluded(&u.id))
             {
-                return Some((**u).clone());
+                return Some(u.clone());
             }
             let id = format!("{}-{}", kind.slug().replace('_', "-"), code.to_lowercase());
             if excluded(&id) {
@@ -435,10 +451,10 @@ impl Decider<'_> {
             if let Some(u) = self.units.get(&id) {
                 // Registered under the conventional id but inactive or elsewhere: still the
                 // place's own unit, and a case is never left with nowhere to go.
-                return Some((**u).clone());
+                return Some(u.clone());
             }
             if let Some(u) = create.iter().find(|u| u.id == id) {
-                return Some(u.clone());
+                return Some(Arc::new(u.clone()));
             }
             let unit = Unit {
                 id: id.clone(),
@@ -467,7 +483,7 @@ impl Decider<'_> {
                 &id,
             ));
             create.push(unit.clone());
-            return Some(unit);
+            return Some(Arc::new(unit));
         }
         None
     }

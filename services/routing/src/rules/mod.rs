@@ -158,8 +158,11 @@ pub struct RuleSet {
     /// Notes that did not stop loading.
     pub warnings: Vec<String>,
     by_id: HashMap<String, usize>,
-    /// category ("" any) → place ("" any) → rule positions.
+    /// category ("" any) → place ("" any) → ranks (see `by_rank`) of the rules there.
     index: HashMap<Box<str>, HashMap<Box<str>, Vec<u32>>>,
+    /// Rule positions, best first: priority, then the lowest level, then the most specific,
+    /// then file order. Precomputed so a decision only sorts small integers.
+    by_rank: Vec<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -321,8 +324,23 @@ impl RuleSet {
         if !errors.is_empty() {
             return Err(errors);
         }
+        let mut by_rank: Vec<u32> = (0..rules.len() as u32).collect();
+        by_rank.sort_by_key(|&i| {
+            let r = &rules[i as usize];
+            (
+                std::cmp::Reverse(r.priority),
+                std::cmp::Reverse(r.rank()),
+                std::cmp::Reverse(r.specificity()),
+                r.position,
+            )
+        });
+        let mut rank_of = vec![0u32; rules.len()];
+        for (rank, &i) in by_rank.iter().enumerate() {
+            rank_of[i as usize] = rank as u32;
+        }
         let mut index: HashMap<Box<str>, HashMap<Box<str>, Vec<u32>>> = HashMap::new();
         for (i, r) in rules.iter().enumerate() {
+            let i = rank_of[i] as usize;
             let cats: Vec<&str> = if r.categories.is_empty() {
                 vec![""]
             } else {
@@ -343,6 +361,13 @@ impl RuleSet {
                 }
             }
         }
+        // Each list in rank order, so a decision can merge them best first and stop early.
+        for by_place in index.values_mut() {
+            for list in by_place.values_mut() {
+                list.sort_unstable();
+                list.dedup();
+            }
+        }
         Ok(RuleSet {
             version: file.version.trim().to_string(),
             source: source.to_string(),
@@ -356,6 +381,7 @@ impl RuleSet {
             rules,
             warnings,
             index,
+            by_rank,
         })
     }
 
