@@ -310,7 +310,11 @@ pub fn route(r: &Route, assignments: Vec<pb::Assignment>) -> pb::CaseRoute {
         escalation: r.escalation.as_ref().map(escalation),
         referral: r.referral.as_ref().map(referral),
         emergency_line: r.emergency_line.map_or(0, |l| l.wire()),
-        decision: Some(decision(&r.decision, &r.facts)),
+        // The facts are the route's own, given once.
+        decision: Some(pb::RouteDecision {
+            facts: None,
+            ..decision(&r.decision, &r.facts)
+        }),
         result: r.result.clone(),
         assignments,
         route_count: r.route_count,

@@ -43,7 +43,17 @@ pub struct Dispatcher {
 
 impl Apply for Dispatcher {
     async fn apply(&self, tx: &mut Tx, events: &[events_pb::Event]) -> anyhow::Result<()> {
+        let started = std::time::Instant::now();
         let knowledge = self.app.knowledge.get().await?;
+        // Which of the batch's cases are routed already, in one query (a replay after a
+        // crash between commit and acknowledgement cannot happen with the cursor in the same
+        // transaction, but a case must never be routed twice whatever the feed does).
+        let ids: Vec<String> = events
+            .iter()
+            .filter(|e| e.kind == ipb::CaseSubmitted::full_name())
+            .filter_map(|e| e.subject.strip_prefix("cases/").map(str::to_owned))
+            .collect();
+        let routed = store::routed_among(tx, &ids).await?;
         for event in events {
             let Some(payload) = &event.payload else {
                 continue;
@@ -56,7 +66,9 @@ impl Apply for Dispatcher {
             let now = self.app.clock.now_micros();
             if event.kind == ipb::CaseSubmitted::full_name() {
                 let e = ipb::CaseSubmitted::decode(payload.value.as_slice())?;
-                if let Some(case) = e.case {
+                if let Some(case) = e.case
+                    && !routed.contains(case.name.trim_start_matches("cases/"))
+                {
                     self.submitted(tx, &case, &knowledge, now, &meta).await?;
                 }
             } else if event.kind == ipb::CaseSupplemented::full_name() {
@@ -71,6 +83,11 @@ impl Apply for Dispatcher {
                 }
             }
         }
+        tracing::debug!(
+            events = events.len(),
+            micros = started.elapsed().as_micros() as u64,
+            "dispatched a batch"
+        );
         Ok(())
     }
 }
@@ -91,9 +108,6 @@ impl Dispatcher {
         let Some((mut facts, contact)) = convert::facts_from_case(case) else {
             return Ok(());
         };
-        if store::get_route(tx.conn(), &facts.case_id).await?.is_some() {
-            return Ok(());
-        }
         if let Some(item) = knowledge.items.get(&facts.category) {
             facts.volunteer_suitable = item.volunteer_suitable;
             facts.category_name = item.name.clone();

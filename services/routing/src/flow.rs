@@ -349,7 +349,14 @@ pub async fn finish(
     let wire = convert::route(route, Vec::new());
     let facts = &route.facts;
     let contact = route.contact.as_ref();
-    let a = |x: &Assignment| convert::assignment(x, facts, None);
+    // Events carry the route with its facts once; the assignments and decisions inside
+    // leave them out (see events.proto).
+    let a = |x: &Assignment| {
+        let mut w = convert::assignment(x, facts, None);
+        w.facts = None;
+        w.decision = None;
+        w
+    };
     for emit in emits {
         match emit {
             Emit::Desk(assignment, kind, note) => {

@@ -180,6 +180,27 @@ pub async fn insert_route(tx: &mut Tx, route: &Route) -> Result<bool, StoreError
     Ok(done.rows_affected() == 1)
 }
 
+/// Which of `case_ids` have a route already.
+pub async fn routed_among(
+    tx: &mut Tx,
+    case_ids: &[String],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut out = std::collections::HashSet::new();
+    for chunk in case_ids.chunks(500) {
+        let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let sql = format!(
+            "SELECT case_id FROM routes WHERE case_id IN ({})",
+            list.join(", ")
+        );
+        let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(id);
+        }
+        out.extend(q.fetch_all(tx.conn()).await?);
+    }
+    Ok(out)
+}
+
 /// Writes a route if it is still at `expected_version`.
 pub async fn update_route(
     tx: &mut Tx,
