@@ -20,6 +20,8 @@ use minqing_kit::{
 use minqing_proto::minqing::{
     events::v1::event_feed_client::EventFeedClient,
     intake::v1::{catalogue_client::CatalogueClient, intake_client::IntakeClient},
+    liaison::v1::liaison_stations_client::LiaisonStationsClient,
+    routing::v1::{routing_client::RoutingClient, unit_desk_client::UnitDeskClient},
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{codegen::InterceptedService, transport::Channel};
@@ -45,10 +47,38 @@ pub struct Suite {
     pub services: BTreeMap<&'static str, Started>,
 }
 
+/// Which services a suite runs, and how each is configured.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Intake's config.
+    pub intake: minqing_intake::IntakeConfig,
+    /// Routing's config; `None` to run without routing.
+    pub routing: Option<minqing_routing::RoutingConfig>,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            intake: minqing_intake::IntakeConfig::default(),
+            // Overdue acceptances are looked for often, so tests moving the clock see them soon.
+            routing: Some(minqing_routing::RoutingConfig {
+                sweep_interval_ms: 50,
+                ..Default::default()
+            }),
+        }
+    }
+}
+
+/// Intake alone: for tests of intake that read its state without routing changing it.
+pub fn intake_only(o: &mut Options) {
+    o.routing = None;
+    o.intake.follow_routing = false;
+}
+
 impl Suite {
     /// Starts every service; `None` when PostgreSQL was asked for and is not available.
     pub async fn start(backend: Backend) -> Option<Self> {
-        Self::start_with(backend, |_| {}).await
+        Self::start_opts(backend, |_| {}).await
     }
 
     /// Starts every service, letting `configure` adjust the intake config first.
@@ -56,6 +86,16 @@ impl Suite {
         backend: Backend,
         configure: impl FnOnce(&mut minqing_intake::IntakeConfig),
     ) -> Option<Self> {
+        Self::start_opts(backend, |o| configure(&mut o.intake)).await
+    }
+
+    /// Starts the services `configure` leaves in, configured as it says.
+    pub async fn start_opts(
+        backend: Backend,
+        configure: impl FnOnce(&mut Options),
+    ) -> Option<Self> {
+        let mut options = Options::default();
+        configure(&mut options);
         let test_db = TestDatabase::new(backend).await?;
         let auth_db = Db::connect(&test_db.options("auth"))
             .await
@@ -79,10 +119,15 @@ impl Suite {
         common.storage.max_connections = 8;
 
         let intake_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let routing_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut peers = BTreeMap::new();
         peers.insert(
             "intake".to_string(),
             format!("http://{}", intake_listener.local_addr().unwrap()),
+        );
+        peers.insert(
+            "routing".to_string(),
+            format!("http://{}", routing_listener.local_addr().unwrap()),
         );
         let env = ServiceEnv {
             common,
@@ -92,13 +137,17 @@ impl Suite {
             service_token: service_token.clone(),
             peers,
         };
-        let mut intake_config = minqing_intake::IntakeConfig::default();
-        configure(&mut intake_config);
-        let intake = minqing_intake::start(&env, intake_config, intake_listener)
+        let intake = minqing_intake::start(&env, options.intake, intake_listener)
             .await
             .expect("intake starts");
         let mut services = BTreeMap::new();
         services.insert("intake", intake);
+        if let Some(config) = options.routing {
+            let routing = minqing_routing::start(&env, config, routing_listener)
+                .await
+                .expect("routing starts");
+            services.insert("routing", routing);
+        }
         Some(Self {
             test_db,
             tokens,
@@ -154,6 +203,24 @@ impl Suite {
     /// An intake client using `token`.
     pub async fn intake(&self, token: &str) -> IntakeClient<Authed> {
         IntakeClient::with_interceptor(self.channel("intake").await, BearerToken::new(token))
+    }
+
+    /// A routing client using `token`.
+    pub async fn routing(&self, token: &str) -> RoutingClient<Authed> {
+        RoutingClient::with_interceptor(self.channel("routing").await, BearerToken::new(token))
+    }
+
+    /// A unit desk client using `token` (scoped to the unit).
+    pub async fn desk(&self, token: &str) -> UnitDeskClient<Authed> {
+        UnitDeskClient::with_interceptor(self.channel("routing").await, BearerToken::new(token))
+    }
+
+    /// A liaison stations client using `token`.
+    pub async fn liaison(&self, token: &str) -> LiaisonStationsClient<Authed> {
+        LiaisonStationsClient::with_interceptor(
+            self.channel("routing").await,
+            BearerToken::new(token),
+        )
     }
 
     /// The public catalogue client (no token).

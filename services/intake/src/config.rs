@@ -20,6 +20,11 @@ pub struct IntakeConfig {
     pub places_path: Option<PathBuf>,
     /// How reports of the same issue are found.
     pub clusters: ClusterConfig,
+    /// Where routing listens (its event feed tells the resident-visible state); `minqing up`
+    /// fills it.
+    pub routing_url: String,
+    /// Whether routing's feed is followed at all (off when intake runs without routing).
+    pub follow_routing: bool,
 }
 
 impl Default for IntakeConfig {
@@ -31,6 +36,8 @@ impl Default for IntakeConfig {
             catalogue_path: None,
             places_path: None,
             clusters: ClusterConfig::default(),
+            routing_url: "http://127.0.0.1:7402".into(),
+            follow_routing: true,
         }
     }
 }
@@ -65,6 +72,9 @@ impl Default for ClusterConfig {
 impl IntakeConfig {
     /// Checks ranges the types cannot.
     pub fn validate(&self) -> Result<(), String> {
+        if !(self.routing_url.starts_with("http://") || self.routing_url.starts_with("https://")) {
+            return Err("intake.routing_url must be an http:// or https:// address".into());
+        }
         let c = &self.clusters;
         if c.window_hours == 0 || c.window_hours > 24 * 90 {
             return Err("intake.clusters.window_hours must be 1 to 2160".into());

@@ -7,7 +7,7 @@
 //!
 //! Every accepted change emits its event in the same transaction: `CaseSubmitted`,
 //! `CaseSupplemented`, `CaseWithdrawn`, `CaseClustered`, `CaseUnclustered`,
-//! `CaseStateChanged`.
+//! `CaseStateChanged` (from routing's feed: the resident-visible state, see [`routed`]).
 
 #![forbid(unsafe_code)]
 
@@ -17,6 +17,7 @@ pub mod config;
 pub mod domain;
 pub mod grpc;
 pub mod places;
+pub mod routed;
 pub mod store;
 
 use std::sync::Arc;
@@ -31,7 +32,7 @@ use minqing_kit::{
     auth::TokensService,
     feed::{Consumer, ConsumerOptions, EventFeedService, FeedSource},
     server::GrpcServer,
-    service::{ServiceEnv, Started},
+    service::{ServiceEnv, Started, peer_channel},
 };
 use minqing_proto::minqing::intake::v1::{
     self as pb, catalogue_server::CatalogueServer, intake_server::IntakeServer,
@@ -106,6 +107,26 @@ pub async fn start(
             FeedSource::Local(db.clone()),
             cluster::Clusterer {
                 config: config.clusters.clone(),
+                clock: env.clock.clone(),
+            },
+            opts,
+        );
+        let shutdown = env.shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            consumer.run(shutdown).await;
+            Ok(())
+        }));
+    }
+    if config.follow_routing {
+        let mut opts = ConsumerOptions::new(routed::CONSUMER);
+        opts.kinds = routed::kinds();
+        let consumer = Consumer::new(
+            db.clone(),
+            FeedSource::Grpc {
+                channel: peer_channel(&env.peer("routing", &config.routing_url))?,
+                token: env.service_token.clone(),
+            },
+            routed::Routed {
                 clock: env.clock.clone(),
             },
             opts,

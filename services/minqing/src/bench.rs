@@ -28,6 +28,9 @@ pub enum BenchCommand {
     Submit(SubmitBench),
     /// The SQLite floor: insert case-sized rows one per transaction (WAL), as fast as it goes.
     SqliteFloor(SqliteFloor),
+    /// End to end through routing: submit cases and time each from SubmitCase returning to
+    /// its assignment appearing on a partner unit's PullAssignments stream.
+    Route(crate::route_bench::RouteBench),
 }
 
 /// `minqing bench submit`.
@@ -98,14 +101,15 @@ impl BenchCommand {
         match self {
             BenchCommand::Submit(b) => b.run().await,
             BenchCommand::SqliteFloor(f) => f.run().await,
+            BenchCommand::Route(r) => r.run().await,
         }
     }
 }
 
 /// What each request varies over: real catalogue items and buildings.
-struct Corpus {
-    categories: Vec<String>,
-    buildings: Vec<String>,
+pub(crate) struct Corpus {
+    pub(crate) categories: Vec<String>,
+    pub(crate) buildings: Vec<String>,
 }
 
 /// What residents say, in parts: where, what, since when. Composed at random, so most
@@ -164,7 +168,7 @@ const SINCE: &[&str] = &[
 ];
 
 impl SubmitBench {
-    async fn corpus(channel: Channel) -> anyhow::Result<Corpus> {
+    pub(crate) async fn corpus(channel: Channel) -> anyhow::Result<Corpus> {
         let mut api = CatalogueClient::new(channel);
         let items = api
             .list_catalogue_items(pb::ListCatalogueItemsRequest {
@@ -382,7 +386,7 @@ impl SubmitBench {
     }
 }
 
-struct Outcome {
+pub(crate) struct Outcome {
     ok: usize,
     errors: usize,
     first_error: Option<String>,
@@ -403,7 +407,7 @@ impl Outcome {
 }
 
 /// A process's peak resident set (VmHWM), in KiB, from /proc.
-fn peak_rss_kib(pid: u32) -> Option<u64> {
+pub(crate) fn peak_rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     status
         .lines()

@@ -40,6 +40,18 @@ enum Command {
     /// The audit log of personal-data reads (city admin).
     #[command(subcommand)]
     Audit(crate::client::AuditCommand),
+    /// Units that handle cases: list, show, import (TOML or CSV), activate.
+    #[command(subcommand)]
+    Unit(crate::routing_cli::UnitCommand),
+    /// Routing rules: show, list, reload, check a file, explain a route.
+    #[command(subcommand)]
+    Rules(crate::routing_cli::RulesCommand),
+    /// A case's routing and staff actions: get, transfer, escalate, decide, refer.
+    #[command(subcommand)]
+    Route(crate::routing_cli::RouteCommand),
+    /// A unit's desk: pull assignments, accept, reject, progress, resolve, ask for papers.
+    #[command(subcommand)]
+    Desk(crate::routing_cli::DeskCommand),
     /// Load tools.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -89,6 +101,10 @@ impl Cli {
             Command::Places(c) => c.run().await,
             Command::Token(c) => c.run().await,
             Command::Audit(c) => c.run().await,
+            Command::Unit(c) => c.run().await,
+            Command::Rules(c) => c.run().await,
+            Command::Route(c) => c.run().await,
+            Command::Desk(c) => c.run().await,
             Command::Bench(c) => c.run().await,
         };
         match result {

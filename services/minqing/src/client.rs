@@ -42,7 +42,7 @@ impl From<Status> for CallError {
 
 type Authed = InterceptedService<Channel, BearerToken>;
 
-async fn connect(args: &ClientArgs) -> anyhow::Result<(Channel, BearerToken)> {
+pub(crate) async fn connect(args: &ClientArgs) -> anyhow::Result<(Channel, BearerToken)> {
     let token = match &args.token {
         Some(t) => t.clone(),
         None => read_admin_token(&args.data_dir).unwrap_or_default(),
@@ -82,7 +82,7 @@ fn case_name(id: &str) -> String {
     }
 }
 
-fn time(ts: &Option<prost_types::Timestamp>) -> String {
+pub(crate) fn time(ts: &Option<prost_types::Timestamp>) -> String {
     ts.as_ref()
         .and_then(from_timestamp)
         .map(|m| {
@@ -91,7 +91,7 @@ fn time(ts: &Option<prost_types::Timestamp>) -> String {
         .unwrap_or_else(|| "-".into())
 }
 
-fn enum_name(full: &str, prefix: &str) -> String {
+pub(crate) fn enum_name(full: &str, prefix: &str) -> String {
     full.strip_prefix(prefix).unwrap_or(full).to_lowercase()
 }
 

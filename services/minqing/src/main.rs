@@ -1,5 +1,5 @@
 //! The `minqing` command: start the suite (`up`), one service (`serve`), talk to it (`case`,
-//! `catalogue`, `places`, `token`), and load it (`bench`). See `minqing --help`.
+//! `catalogue`, `places`, `token`, `unit`, `rules`, `route`, `desk`), and load it (`bench`). See `minqing --help`.
 
 #![forbid(unsafe_code)]
 
@@ -19,6 +19,8 @@ macro_rules! say {
 mod bench;
 mod cli;
 mod client;
+mod route_bench;
+mod routing_cli;
 mod run;
 mod services;
 

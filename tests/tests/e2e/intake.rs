@@ -10,7 +10,7 @@ use minqing_proto::minqing::{
     intake::v1::{self as pb},
     r#type::v1 as tpb,
 };
-use minqing_tests::Suite;
+use minqing_tests::{Suite, intake_only};
 use prost::{Message, Name};
 use tonic::Code;
 
@@ -25,7 +25,12 @@ async fn count(suite: &Suite, sql: &str) -> i64 {
 
 async fn every_channel_is_accepted_and_readable(backend: Backend) {
     // Clustering off: these reports are alike on purpose, and this test reads them unchanged.
-    let Some(suite) = Suite::start_with(backend, |c| c.clusters.enabled = false).await else {
+    let Some(suite) = Suite::start_opts(backend, |o| {
+        intake_only(o);
+        o.intake.clusters.enabled = false;
+    })
+    .await
+    else {
         return;
     };
     let staff = suite
@@ -178,7 +183,7 @@ async fn every_channel_is_accepted_and_readable(backend: Backend) {
 }
 
 async fn submission_is_idempotent_by_request_id(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::start_opts(backend, intake_only).await else {
         return;
     };
     let staff = suite
@@ -243,7 +248,7 @@ async fn submission_is_idempotent_by_request_id(backend: Backend) {
 }
 
 async fn bad_requests_get_field_violations_and_write_nothing(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::start_opts(backend, intake_only).await else {
         return;
     };
     let staff = suite
@@ -459,7 +464,7 @@ async fn bad_requests_get_field_violations_and_write_nothing(backend: Backend) {
 }
 
 async fn tokens_roles_and_place_scopes_are_enforced(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::start_opts(backend, intake_only).await else {
         return;
     };
     // No token, a bad token.
@@ -567,7 +572,7 @@ async fn tokens_roles_and_place_scopes_are_enforced(backend: Backend) {
 }
 
 async fn supplements_withdrawal_and_the_timeline(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::start_opts(backend, intake_only).await else {
         return;
     };
     let staff = suite
@@ -675,7 +680,7 @@ async fn supplements_withdrawal_and_the_timeline(backend: Backend) {
 }
 
 async fn reports_of_the_same_issue_are_clustered(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::start_opts(backend, intake_only).await else {
         return;
     };
     let staff = suite
@@ -828,7 +833,7 @@ async fn reports_of_the_same_issue_are_clustered(backend: Backend) {
 }
 
 async fn pages_are_stable_while_cases_arrive(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::start_opts(backend, intake_only).await else {
         return;
     };
     let staff = suite
@@ -895,7 +900,7 @@ async fn pages_are_stable_while_cases_arrive(backend: Backend) {
 }
 
 async fn the_public_catalogue_needs_no_token(backend: Backend) {
-    let Some(suite) = Suite::start(backend).await else {
+    let Some(suite) = Suite::start_opts(backend, intake_only).await else {
         return;
     };
     let mut catalogue = suite.catalogue().await;
@@ -1005,7 +1010,12 @@ async fn the_public_catalogue_needs_no_token(backend: Backend) {
 }
 
 async fn accepted_changes_appear_on_the_event_feed_with_their_trace(backend: Backend) {
-    let Some(suite) = Suite::start_with(backend, |c| c.clusters.enabled = false).await else {
+    let Some(suite) = Suite::start_opts(backend, |o| {
+        intake_only(o);
+        o.intake.clusters.enabled = false;
+    })
+    .await
+    else {
         return;
     };
     let staff = suite

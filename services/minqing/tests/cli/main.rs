@@ -35,6 +35,7 @@ fn start(args: &[&str], data_dir: &Path, extra_env: &[(&str, &str)]) -> Running 
         .arg("--data-dir")
         .arg(data_dir)
         .env("MINQING_INTAKE__LISTEN", "127.0.0.1:0")
+        .env("MINQING_ROUTING__LISTEN", "127.0.0.1:0")
         .env("MINQING_HTTP_LISTEN", "127.0.0.1:0")
         .env("MINQING_LOG__FILTER", "warn")
         .env_remove("MINQING_DATABASE_URL")
@@ -56,6 +57,17 @@ fn start(args: &[&str], data_dir: &Path, extra_env: &[(&str, &str)]) -> Running 
         if line.starts_with("Press Ctrl-C") {
             break;
         }
+    }
+    if !banner.contains("Press Ctrl-C") {
+        let _ = child.kill();
+        let mut stderr = String::new();
+        if let Some(mut e) = child.stderr.take() {
+            let _ = e.read_to_string(&mut stderr);
+        }
+        panic!(
+            "`minqing {}` did not start:\n{banner}\n{stderr}",
+            args.join(" ")
+        );
     }
     // Keep draining stdout so the server never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});

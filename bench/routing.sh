@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Routing end to end on PostgreSQL, with pgbench's floor measured in the same run:
+#   1. pgbench, 32 clients: one case row + one event row per transaction;
+#   2. `minqing up` on a fresh PostgreSQL database;
+#   3. the maximum rate: cases submitted closed loop (64 in flight), each timed to its
+#      assignment on the partner's PullAssignments stream;
+#   4. half that rate, open loop: the latency from SubmitCase returning to the stream.
+# Needs a release build (cargo build --release -p minqing) and PostgreSQL at 127.0.0.1:5432.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+bin="${CARGO_TARGET_DIR:-target}/release/minqing"
+pg="postgres://postgres@127.0.0.1:5432"
+requests="${REQUESTS:-6000}"
+work="$(mktemp -d)"
+db="mq_routebench_$$"
+trap 'kill "$up" 2>/dev/null || true; wait "$up" 2>/dev/null || true; dropdb -h 127.0.0.1 -U postgres --if-exists "$db"; dropdb -h 127.0.0.1 -U postgres --if-exists "${db}_pgbench"; rm -rf "$work"' EXIT
+
+echo "== pgbench: case row + event row per transaction, 32 clients, 20 s"
+createdb -h 127.0.0.1 -U postgres "${db}_pgbench"
+psql -q -h 127.0.0.1 -U postgres -d "${db}_pgbench" -c \
+  "CREATE TABLE bench_cases (id TEXT PRIMARY KEY, create_time BIGINT NOT NULL, body TEXT NOT NULL);
+   CREATE TABLE bench_events (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, id TEXT NOT NULL, kind TEXT NOT NULL,
+     subject TEXT NOT NULL, create_time BIGINT NOT NULL, payload BYTEA NOT NULL);"
+pgbench -h 127.0.0.1 -U postgres -n -c 32 -j 2 -T 20 -f bench/pgbench-case-event.sql "${db}_pgbench" | grep -E "^(tps|latency)"
+
+echo "== minqing up on PostgreSQL"
+createdb -h 127.0.0.1 -U postgres "$db"
+MINQING_INTAKE__LISTEN=127.0.0.1:27401 MINQING_ROUTING__LISTEN=127.0.0.1:27402 MINQING_HTTP_LISTEN=127.0.0.1:27400 \
+  MINQING_LOG__FILTER=warn "$bin" up --data-dir "$work/data" --database-url "$pg/$db" >"$work/up.log" 2>&1 &
+up=$!
+for _ in $(seq 1 60); do [ -s "$work/data/admin.token" ] && grep -q "is up" "$work/up.log" && break; sleep 0.5; done
+args=(--intake http://127.0.0.1:27401 --routing http://127.0.0.1:27402 --data-dir "$work/data")
+
+echo "== maximum rate (closed loop, 64 in flight)"
+"$bin" bench route "${args[@]}" --requests 1000 --concurrency 64 >/dev/null   # warm-up
+"$bin" bench route "${args[@]}" --requests "$requests" --concurrency 64 | tee "$work/max.txt"
+max=$(grep -oE 'submitted [0-9]+ \(([0-9]+)/s\)' "$work/max.txt" | grep -oE '\([0-9]+' | tr -d '(')
+half=$((max / 2))
+
+echo "== half the maximum submit rate ($half/s, open loop)"
+"$bin" bench route "${args[@]}" --requests "$requests" --rate "$half" --concurrency 256
