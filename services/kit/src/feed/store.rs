@@ -228,10 +228,10 @@ pub async fn read_after(db: &Db, after: Cursor, limit: i64) -> Result<Batch, Sto
                      AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
                    ORDER BY txid, seq LIMIT $3) \
                  UNION ALL \
-                 (SELECT 0, 0, '', '', '', 0, ''::bytea, '', '', '', 0 FROM events \
+                                  (SELECT 0, 0, '', '', '', 0, ''::bytea, '', '', '', 0 FROM events \
                    WHERE (txid, seq) > ($1, $2) \
                      AND txid >= pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
-                   LIMIT 1)"
+                   ORDER BY txid, seq LIMIT 1)"
             )))
             .bind(after.txid)
             .bind(after.seq)
