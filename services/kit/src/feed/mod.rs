@@ -24,8 +24,8 @@ pub use consumer::{Apply, BearerToken, Consumer, ConsumerOptions, FeedSource, ev
 pub use notify::spawn_postgres_bridge;
 pub use server::EventFeedService;
 pub use store::{
-    Batch, Cursor, EventMeta, EventRow, StoredEvent, append, append_raw, append_row, latest_cursor,
-    read_after, to_proto,
+    Batch, Cursor, EventMeta, EventRow, StoredEvent, append, append_raw, append_row, append_rows,
+    latest_cursor, read_after, to_proto,
 };
 
 pub(crate) const BASE_MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[

@@ -324,7 +324,44 @@ async fn events_carry_the_trace_context_of_their_request(backend: Backend) {
     h.stop().await;
 }
 
+async fn many_events_append_in_order_with_multi_row_statements(backend: Backend) {
+    let Some(h) = Harness::start(backend, ServerConfig::default()).await else {
+        return;
+    };
+    let meta = EventMeta::current("test:batch");
+    let rows: Vec<_> = (0..1_234)
+        .map(|i| {
+            feed::EventRow::new(
+                &meta,
+                &format!("things/{i}"),
+                &prost_types::Duration {
+                    seconds: i,
+                    nanos: 0,
+                },
+                i,
+            )
+        })
+        .collect();
+    let ids: Vec<String> = rows.iter().map(|r| r.id.clone()).collect();
+    let mut tx = h.producer.begin().await.unwrap();
+    feed::append_rows(&mut tx, rows).await.unwrap();
+    feed::append_rows(&mut tx, Vec::new()).await.unwrap();
+    tx.commit().await.unwrap();
+    let read = feed::read_after(&h.producer, Cursor::START, 5_000)
+        .await
+        .unwrap()
+        .events;
+    assert_eq!(
+        read.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+        ids,
+        "all, in order"
+    );
+    assert_eq!(read[1_233].subject, "things/1233");
+    h.stop().await;
+}
+
 backend_tests!(
+    many_events_append_in_order_with_multi_row_statements,
     feed_never_skips_an_event_under_concurrent_writers,
     subscribe_filters_kinds_but_advances_the_cursor,
     consumer_applies_each_event_once_despite_kills_and_rivals,
