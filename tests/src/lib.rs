@@ -20,6 +20,10 @@ use minqing_kit::{
 use minqing_proto::minqing::{
     events::v1::event_feed_client::EventFeedClient,
     intake::v1::{catalogue_client::CatalogueClient, intake_client::IntakeClient},
+    matching::v1::{
+        matching_client::MatchingClient, needs_client::NeedsClient,
+        service_records_client::ServiceRecordsClient, volunteers_client::VolunteersClient,
+    },
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{codegen::InterceptedService, transport::Channel};
@@ -79,10 +83,15 @@ impl Suite {
         common.storage.max_connections = 8;
 
         let intake_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let matching_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut peers = BTreeMap::new();
         peers.insert(
             "intake".to_string(),
             format!("http://{}", intake_listener.local_addr().unwrap()),
+        );
+        peers.insert(
+            "matching".to_string(),
+            format!("http://{}", matching_listener.local_addr().unwrap()),
         );
         let env = ServiceEnv {
             common,
@@ -97,8 +106,13 @@ impl Suite {
         let intake = minqing_intake::start(&env, intake_config, intake_listener)
             .await
             .expect("intake starts");
+        let matching_config = minqing_matching::MatchingConfig::default();
+        let matching = minqing_matching::start(&env, matching_config, matching_listener)
+            .await
+            .expect("matching starts");
         let mut services = BTreeMap::new();
         services.insert("intake", intake);
+        services.insert("matching", matching);
         Some(Self {
             test_db,
             tokens,
@@ -154,6 +168,29 @@ impl Suite {
     /// An intake client using `token`.
     pub async fn intake(&self, token: &str) -> IntakeClient<Authed> {
         IntakeClient::with_interceptor(self.channel("intake").await, BearerToken::new(token))
+    }
+
+    /// Matching's volunteer, team and organisation client using `token`.
+    pub async fn volunteers(&self, token: &str) -> VolunteersClient<Authed> {
+        VolunteersClient::with_interceptor(self.channel("matching").await, BearerToken::new(token))
+    }
+
+    /// Matching's needs, menus and claims client using `token`.
+    pub async fn needs(&self, token: &str) -> NeedsClient<Authed> {
+        NeedsClient::with_interceptor(self.channel("matching").await, BearerToken::new(token))
+    }
+
+    /// Matching's candidates, plans and assignments client using `token`.
+    pub async fn matching(&self, token: &str) -> MatchingClient<Authed> {
+        MatchingClient::with_interceptor(self.channel("matching").await, BearerToken::new(token))
+    }
+
+    /// Matching's service records client using `token`.
+    pub async fn records(&self, token: &str) -> ServiceRecordsClient<Authed> {
+        ServiceRecordsClient::with_interceptor(
+            self.channel("matching").await,
+            BearerToken::new(token),
+        )
     }
 
     /// The public catalogue client (no token).

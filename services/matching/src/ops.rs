@@ -277,18 +277,37 @@ pub fn new_assignment(
     }
 }
 
+/// How an offer comes about.
+#[derive(Debug, Clone)]
+pub struct Making<'a> {
+    /// Staff, plan or reassignment.
+    pub origin: AssignmentOrigin,
+    /// The assignment it replaces.
+    pub previous: Option<String>,
+    /// A note for the volunteer.
+    pub note: &'a str,
+    /// Who makes it.
+    pub actor: &'a str,
+    /// When.
+    pub now: Micros,
+}
+
 /// Offers `need` (in memory, at its database version) to a volunteer after checking them.
 pub async fn offer(
     ctx: &Ctx,
     tx: &mut Tx,
     need: &mut Need,
     volunteer_id: &str,
-    origin: AssignmentOrigin,
-    previous: Option<String>,
-    note: &str,
-    actor: &str,
-    now: Micros,
+    how: &Making<'_>,
 ) -> Result<Assignment, Error> {
+    let Making {
+        origin,
+        ref previous,
+        note,
+        actor,
+        now,
+    } = *how;
+    let previous = previous.clone();
     if need.state != NeedState::Open || need.places_left() == 0 {
         return Err(Error::precondition(
             "NEED_NOT_OPEN",
@@ -344,12 +363,9 @@ pub async fn offer_best(
     ctx: &Ctx,
     tx: &mut Tx,
     need: &mut Need,
-    origin: AssignmentOrigin,
-    previous: Option<String>,
-    note: &str,
-    actor: &str,
-    now: Micros,
+    how: &Making<'_>,
 ) -> Result<Option<Assignment>, Error> {
+    let now = how.now;
     let asked = store::needs::asked(tx.conn(), &need.id).await?;
     let rules = ctx.rules(now);
     let ids: Vec<String> = ctx.index.read(|pool| {
@@ -361,19 +377,7 @@ pub async fn offer_best(
             .collect()
     });
     for id in ids {
-        match offer(
-            ctx,
-            tx,
-            need,
-            &id,
-            origin,
-            previous.clone(),
-            note,
-            actor,
-            now,
-        )
-        .await
-        {
+        match offer(ctx, tx, need, &id, how).await {
             Ok(a) => return Ok(Some(a)),
             Err(Error::Precondition(..) | Error::NotFound(..)) => continue,
             Err(e) => return Err(e),
@@ -437,11 +441,13 @@ pub async fn expire(ctx: &Ctx, id: &str) -> Result<Vec<String>, Error> {
                 ctx,
                 &mut tx,
                 &mut need,
-                AssignmentOrigin::Offer,
-                Some(a.id.clone()),
-                "",
-                actor,
-                now,
+                &Making {
+                    origin: AssignmentOrigin::Offer,
+                    previous: Some(a.id.clone()),
+                    note: "",
+                    actor,
+                    now,
+                },
             )
             .await?
         } else {

@@ -67,6 +67,10 @@ fn urgency_rank(u: Urgency) -> i64 {
     }
 }
 
+/// One thread's scan: per need `(index, best edges, eligible count)`, and its largest
+/// efforts per (slot, week).
+type ScanPart = (Vec<(usize, Vec<(u32, i64)>, u32)>, Vec<u32>);
+
 struct Scan {
     /// Per need: best `k0 + 1` as `(slot, cost)`, sorted.
     best: Vec<Vec<(u32, i64)>>,
@@ -106,7 +110,7 @@ pub fn plan(pool: &Pool, needs: &[PlanNeed], rules: &Rules, threads: usize) -> P
 
     // Score every eligible pair once, splitting the needs between threads.
     let threads = threads.clamp(1, 16);
-    let scan_part = |part: usize| -> (Vec<(usize, Vec<(u32, i64)>, u32)>, Vec<u32>) {
+    let scan_part = |part: usize| -> ScanPart {
         let mut max_effort = vec![0u32; pool.slots() * nw];
         let mut out = Vec::new();
         for (i, n) in needs

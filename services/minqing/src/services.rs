@@ -10,23 +10,26 @@ use minqing_kit::{
 };
 
 /// Config sections the services own (`[intake]`, …).
-pub const SECTIONS: &[&str] = &["intake"];
+pub const SECTIONS: &[&str] = &["intake", "matching"];
 
 /// A service of the suite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Service {
     /// Cases from every channel, the public catalogue, duplicate clusters.
     Intake,
+    /// Volunteers, teams and partner organisations; the menu; matching; service records.
+    Matching,
 }
 
 impl Service {
     /// Every service, in start order.
-    pub const ALL: &[Service] = &[Service::Intake];
+    pub const ALL: &[Service] = &[Service::Intake, Service::Matching];
 
     /// Its name.
     pub fn name(self) -> &'static str {
         match self {
             Service::Intake => minqing_intake::NAME,
+            Service::Matching => minqing_matching::NAME,
         }
     }
 
@@ -34,6 +37,9 @@ impl Service {
     pub fn apis(self) -> &'static str {
         match self {
             Service::Intake => "minqing.intake.v1.Intake, minqing.intake.v1.Catalogue",
+            Service::Matching => {
+                "minqing.matching.v1.Volunteers, .Needs, .Matching, .ServiceRecords"
+            }
         }
     }
 
@@ -46,6 +52,11 @@ impl Service {
         match self {
             Service::Intake => {
                 let c: minqing_intake::IntakeConfig = settings.section(self.name())?;
+                c.validate().map_err(invalid)?;
+                Ok(c.listen)
+            }
+            Service::Matching => {
+                let c: minqing_matching::MatchingConfig = settings.section(self.name())?;
                 c.validate().map_err(invalid)?;
                 Ok(c.listen)
             }
@@ -62,6 +73,9 @@ impl Service {
         match self {
             Service::Intake => {
                 minqing_intake::start(env, settings.section(self.name())?, listener).await
+            }
+            Service::Matching => {
+                minqing_matching::start(env, settings.section(self.name())?, listener).await
             }
         }
     }

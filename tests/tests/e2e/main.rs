@@ -2,4 +2,5 @@
 //! a fresh SQLite database and (where reachable) a fresh PostgreSQL database each.
 
 mod intake;
+mod matching;
 mod support;

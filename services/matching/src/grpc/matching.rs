@@ -262,11 +262,13 @@ pub(super) async fn plan(
                     &mut tx,
                     &mut need,
                     &id,
-                    AssignmentOrigin::Plan,
-                    None,
-                    "",
-                    &actor,
-                    now,
+                    &ops::Making {
+                        origin: AssignmentOrigin::Plan,
+                        previous: None,
+                        note: "",
+                        actor: &actor,
+                        now,
+                    },
                 )
                 .await
                 {

@@ -158,6 +158,21 @@ pub(super) async fn claim(
         let now = ctx.clock.now_micros();
         let actor = principal.actor();
         let mut tx = ctx.db.begin().await?;
+        // A retry returns what the first request made, whatever has changed since.
+        if let Some((earlier, existing)) =
+            store::assignments::by_request(tx.conn(), &actor, &req.request_id).await?
+        {
+            tx.rollback().await?;
+            return if earlier == h {
+                Ok((existing, vec![]))
+            } else {
+                Err(Error::precondition(
+                    "REQUEST_ID_REUSED",
+                    existing.name(),
+                    "request_id was already used for a different request",
+                ))
+            };
+        }
         let mut need = store::needs::get(tx.conn(), &need_id)
             .await?
             .ok_or_else(|| Error::NotFound("need", req.need.clone()))?;
@@ -417,11 +432,13 @@ pub(super) async fn offer(
                     &mut tx,
                     &mut need,
                     vid,
-                    AssignmentOrigin::Offer,
-                    None,
-                    &note,
-                    &actor,
-                    now,
+                    &ops::Making {
+                        origin: AssignmentOrigin::Offer,
+                        previous: None,
+                        note: &note,
+                        actor: &actor,
+                        now,
+                    },
                 )
                 .await?
             }
@@ -437,11 +454,13 @@ pub(super) async fn offer(
                     ctx,
                     &mut tx,
                     &mut need,
-                    AssignmentOrigin::Offer,
-                    None,
-                    &note,
-                    &actor,
-                    now,
+                    &ops::Making {
+                        origin: AssignmentOrigin::Offer,
+                        previous: None,
+                        note: &note,
+                        actor: &actor,
+                        now,
+                    },
                 )
                 .await?
                 .ok_or_else(|| {
@@ -659,11 +678,13 @@ pub(super) async fn decline(
                 ctx,
                 tx,
                 need,
-                AssignmentOrigin::Offer,
-                Some(a.id.clone()),
-                "",
-                "system:matching",
-                now,
+                &ops::Making {
+                    origin: AssignmentOrigin::Offer,
+                    previous: Some(a.id.clone()),
+                    note: "",
+                    actor: "system:matching",
+                    now,
+                },
             )
             .await?
         } else {
@@ -769,11 +790,13 @@ pub(super) async fn reassign(
                     &mut tx,
                     &mut need,
                     &to.id,
-                    AssignmentOrigin::Reassignment,
-                    Some(a.id.clone()),
-                    &note,
-                    &actor,
-                    now,
+                    &ops::Making {
+                        origin: AssignmentOrigin::Reassignment,
+                        previous: Some(a.id.clone()),
+                        note: &note,
+                        actor: &actor,
+                        now,
+                    },
                 )
                 .await?;
                 r.people = 1;

@@ -244,3 +244,20 @@ pub async fn done_between<'c, E: Executor<'c, Database = Any>>(
         .await?;
     rows.iter().map(from_row).collect()
 }
+
+/// The assignment an earlier request with this id made, and that request's hash.
+pub async fn by_request<'c, E: Executor<'c, Database = Any>>(
+    executor: E,
+    created_by: &str,
+    request_id: &str,
+) -> Result<Option<(String, Assignment)>, StoreError> {
+    let row = sqlx::query(
+        "SELECT doc, version, request_hash FROM assignments WHERE created_by = $1 AND request_id = $2",
+    )
+    .bind(created_by)
+    .bind(request_id)
+    .fetch_optional(executor)
+    .await?;
+    row.map(|r| Ok((r.try_get("request_hash")?, from_row(&r)?)))
+        .transpose()
+}
