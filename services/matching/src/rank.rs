@@ -102,6 +102,9 @@ pub struct Entry {
     pub grid: String,
     /// Home building code.
     pub building: String,
+    /// Interned ids of community, grid and building (0 = not interned): set by the pool so
+    /// ranking compares integers, not strings.
+    pub place_ids: [u32; 3],
     /// Home point (own coordinates, else the building's, grid's or community's).
     pub point: Option<Point>,
     /// Availability.
@@ -138,6 +141,7 @@ impl Entry {
             community: p.home.community.clone(),
             grid: p.home.grid.clone(),
             building: p.home.building.clone(),
+            place_ids: [0; 3],
             point,
             availability: p.availability.clone(),
             capacity: p.capacity,
@@ -262,6 +266,18 @@ pub fn evaluate(
     rules: &Rules,
     purpose: Purpose,
 ) -> Result<Fit, Exclusion> {
+    evaluate_with(e, need, rules, purpose, None)
+}
+
+/// [`evaluate`], comparing places by the pool's interned ids (`[community, grid, building]`
+/// of the need; 0 where the pool does not know the code) when the entry has them.
+pub fn evaluate_with(
+    e: &Entry,
+    need: &NeedView<'_>,
+    rules: &Rules,
+    purpose: Purpose,
+    need_ids: Option<[u32; 3]>,
+) -> Result<Fit, Exclusion> {
     let spec = need.spec;
     if !e.active(rules.now) || (purpose == Purpose::Offer && !e.consent_offers) {
         return Err(Exclusion::NotActive);
@@ -287,11 +303,15 @@ pub fn evaluate(
     if !spec.languages.is_empty() && !spec.languages.iter().any(|l| e.languages.contains(l)) {
         return Err(Exclusion::Language);
     }
-    let nearness = if !spec.place.building.is_empty() && spec.place.building == e.building {
+    let same = |level: usize, code: &str, mine: &str| match need_ids {
+        Some(ids) if e.place_ids[level] != 0 => ids[level] == e.place_ids[level],
+        _ => !code.is_empty() && code == mine,
+    };
+    let nearness = if same(2, &spec.place.building, &e.building) {
         Nearness::Building
-    } else if !spec.place.grid.is_empty() && spec.place.grid == e.grid {
+    } else if same(1, &spec.place.grid, &e.grid) {
         Nearness::Grid
-    } else if spec.place.community == e.community {
+    } else if same(0, &spec.place.community, &e.community) {
         Nearness::Community
     } else {
         Nearness::Elsewhere
@@ -478,6 +498,7 @@ mod tests {
             community: "c1".into(),
             grid: "c1-g01".into(),
             building: "c1-g01-b01".into(),
+            place_ids: [0; 3],
             point: Some(Point {
                 lat: 36.06,
                 lng: 103.82,
