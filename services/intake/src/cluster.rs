@@ -4,11 +4,12 @@
 //! judged one after the other, never both founding a cluster. Staff link and unlink by hand
 //! through the same functions.
 
-use prost::Name;
+use prost::{Message, Name};
+use tracing::Instrument;
 
 use crate::{
     config::ClusterConfig,
-    domain::{Case, Cluster, Submission},
+    domain::{Case, Cluster, LatLng, Submission},
     grpc::convert,
     store::{self, Candidate},
 };
@@ -33,15 +34,20 @@ pub struct Clusterer {
 }
 
 /// The text two reports are compared on: title and description, lower-cased, whitespace
-/// collapsed, at most 600 characters (so a long description cannot make comparison costly).
-fn comparable_text(s: &Submission) -> String {
-    let joined = format!("{} {}", s.title, s.description).to_lowercase();
+/// collapsed, at most 200 characters (so a long description cannot make comparison costly;
+/// what a report is about is said early).
+pub fn comparable_text(s: &Submission) -> String {
+    text_of(&s.title, &s.description)
+}
+
+fn text_of(title: &str, description: &str) -> String {
+    let joined = format!("{title} {description}").to_lowercase();
     joined
         .split_whitespace()
         .collect::<Vec<_>>()
         .join(" ")
         .chars()
-        .take(600)
+        .take(200)
         .collect()
 }
 
@@ -72,13 +78,51 @@ pub fn dice(a: &str, b: &str) -> f64 {
     (2 * shared) as f64 / (pa.len() + pb.len()) as f64
 }
 
-/// Why `candidate` is the same place as `case`, if it is.
-fn same_place(case: &Case, candidate: &Candidate, max_m: f64) -> Option<String> {
-    let s = &case.submission;
-    if !s.place.building.is_empty() && s.place.building == candidate.building {
+/// A new report, as its `CaseSubmitted` event tells of it: enough to look for duplicates
+/// without reading the case back.
+#[derive(Debug, Clone)]
+pub struct NewReport {
+    /// Case id.
+    pub id: String,
+    /// Catalogue item.
+    pub category: String,
+    /// Building code (may be empty).
+    pub building: String,
+    /// Exact spot.
+    pub location: Option<LatLng>,
+    /// The words compared.
+    pub text: String,
+    /// When it was accepted.
+    pub create_time: Micros,
+}
+
+impl NewReport {
+    /// From the case carried by a `CaseSubmitted` event.
+    pub fn from_event(case: &pb::Case) -> Option<Self> {
+        let place = case.place.as_ref()?;
+        Some(Self {
+            id: case.name.strip_prefix("cases/")?.to_string(),
+            category: case.category.clone(),
+            building: place.building.clone(),
+            location: place.location.map(|l| LatLng {
+                latitude: l.latitude,
+                longitude: l.longitude,
+            }),
+            text: text_of(&case.title, &case.description),
+            create_time: case
+                .create_time
+                .as_ref()
+                .and_then(minqing_kit::time::from_timestamp)?,
+        })
+    }
+}
+
+/// Why `candidate` is the same place as `report`, if it is.
+fn same_place(report: &NewReport, candidate: &Candidate, max_m: f64) -> Option<String> {
+    if !report.building.is_empty() && report.building == candidate.building {
         return Some("same building".into());
     }
-    match (s.location, candidate.location) {
+    match (report.location, candidate.location) {
         (Some(a), Some(b)) => {
             let d = a.distance_m(b);
             (d <= max_m).then(|| format!("within {} m", d.round().max(1.0)))
@@ -88,37 +132,37 @@ fn same_place(case: &Case, candidate: &Candidate, max_m: f64) -> Option<String> 
 }
 
 impl Clusterer {
-    /// Looks at one new case and links it to the most similar recent report, if any.
-    pub async fn consider(&self, tx: &mut Tx, case_id: &str) -> Result<(), StoreError> {
-        let Some(mut case) = store::get_case(tx.conn(), case_id).await? else {
-            return Ok(());
-        };
-        if case.cluster.is_some() || !case.state.is_open() {
-            return Ok(());
-        }
-        let s = &case.submission;
+    /// Looks at one new report and links it to the most similar recent one, if any. Only when
+    /// a match is found are the cases read and changed.
+    pub async fn consider(&self, tx: &mut Tx, report: &NewReport) -> Result<(), StoreError> {
         let window = i64::from(self.config.window_hours) * 3_600_000_000;
         let candidates = store::cluster_candidates(
             tx,
-            &s.category,
-            case.create_time - window,
-            &case.id,
-            &s.place.building,
-            s.location.map(|l| (l, self.config.distance_meters)),
+            &report.category,
+            report.create_time - window,
+            (report.create_time, &report.id),
+            &report.building,
+            report.location.map(|l| (l, self.config.distance_meters)),
         )
         .await?;
-        let text = comparable_text(s);
         let best = candidates
             .iter()
             .filter_map(|c| {
-                let reason = same_place(&case, c, self.config.distance_meters)?;
-                let score = dice(&text, &comparable_text(&c.submission));
+                let reason = same_place(report, c, self.config.distance_meters)?;
+                let score = dice(&report.text, &c.text);
                 (score >= self.config.min_text_similarity).then_some((score, reason, c))
             })
             .max_by(|a, b| a.0.total_cmp(&b.0));
         let Some((_, reason, other)) = best else {
             return Ok(());
         };
+        // The report may have changed since it was submitted (withdrawn, linked by staff).
+        let Some(mut case) = store::get_case(tx.conn(), &report.id).await? else {
+            return Ok(());
+        };
+        if case.cluster.is_some() || !case.state.is_open() {
+            return Ok(());
+        }
         let now = self.clock.now_micros();
         let meta = EventMeta::current(format!("system:{CONSUMER}"));
         let cluster_id = match &other.cluster {
@@ -126,7 +170,7 @@ impl Clusterer {
             None => {
                 let cluster = Cluster {
                     id: uuid::Uuid::now_v7().to_string(),
-                    category: s.category.clone(),
+                    category: report.category.clone(),
                     reason,
                     create_time: now,
                     cases: Vec::new(),
@@ -153,8 +197,19 @@ impl Apply for Clusterer {
             if event.kind != pb::CaseSubmitted::full_name() {
                 continue;
             }
-            if let Some(id) = event.subject.strip_prefix("cases/") {
-                self.consider(tx, id).await?;
+            let submitted = event
+                .payload
+                .as_ref()
+                .map(|p| pb::CaseSubmitted::decode(p.value.as_slice()))
+                .transpose()?;
+            if let Some(report) = submitted
+                .and_then(|e| e.case)
+                .as_ref()
+                .and_then(NewReport::from_event)
+            {
+                self.consider(tx, &report)
+                    .instrument(feed::event_span(CONSUMER, event))
+                    .await?;
             }
         }
         Ok(())

@@ -27,6 +27,7 @@ use tokio::net::TcpListener;
 
 pub use config::IntakeConfig;
 use minqing_kit::{
+    audit::{AuditLog, AuditService},
     auth::TokensService,
     feed::{Consumer, ConsumerOptions, EventFeedService, FeedSource},
     server::GrpcServer,
@@ -69,8 +70,11 @@ pub async fn start(
         .await
         .context("migrating the intake database")?;
 
+    let (audit, audit_writer) =
+        AuditLog::start(db.clone(), env.clock.clone(), env.shutdown.clone());
     let state = Arc::new(grpc::State {
         db: db.clone(),
+        audit: audit.clone(),
         catalogue: Arc::new(catalogue),
         gazetteer: Arc::new(gazetteer),
         clock: env.clock.clone(),
@@ -80,14 +84,20 @@ pub async fn start(
     server
         .add(IntakeServer::new(grpc::IntakeApi(state.clone())).max_decoding_message_size(limit))
         .add(CatalogueServer::new(grpc::CatalogueApi(state)).max_decoding_message_size(limit))
-        .add(EventFeedService::new(db.clone(), env.shutdown.clone()).into_server(limit))
+        .add(
+            EventFeedService::new(db.clone(), env.shutdown.clone())
+                .with_audit(audit)
+                .into_server(limit),
+        )
+        .add(AuditService::new(db.clone()).into_server(limit))
         .add(TokensService::new(env.tokens.clone()).into_server(limit));
 
     let addr = listener.local_addr()?;
     let ctx = env.serve_context();
-    let mut tasks = vec![tokio::spawn(async move {
-        server.serve(listener, ctx).await.context("intake server")
-    })];
+    let mut tasks = vec![
+        tokio::spawn(async move { server.serve(listener, ctx).await.context("intake server") }),
+        audit_writer,
+    ];
     if config.clusters.enabled {
         let mut opts = ConsumerOptions::new(cluster::CONSUMER);
         opts.kinds = vec![pb::CaseSubmitted::full_name()];

@@ -4,20 +4,40 @@
 use sqlx::{Any, AnyConnection, Executor, Row, any::AnyRow};
 
 use crate::domain::{Case, CaseState, Cluster, Disposition, LatLng, Submission};
-use minqing_kit::{db::Tx, error::StoreError, time::Micros};
+use minqing_kit::{
+    db::{Backend, Db, Tx},
+    error::StoreError,
+    feed::{self, EventRow},
+    time::Micros,
+};
 
 pub(crate) const MIGRATIONS: minqing_kit::db::Migrations = minqing_kit::db::Migrations {
-    sqlite: &[(
-        100,
-        "intake tables",
-        include_str!("../migrations/sqlite.sql"),
-    )],
-    postgres: &[(
-        100,
-        "intake tables",
-        include_str!("../migrations/postgres.sql"),
-    )],
+    sqlite: &[
+        (
+            100,
+            "intake tables",
+            include_str!("../migrations/sqlite.sql"),
+        ),
+        (101, "cluster comparison text", COMPARE_TEXT_MIGRATION),
+    ],
+    postgres: &[
+        (
+            100,
+            "intake tables",
+            include_str!("../migrations/postgres.sql"),
+        ),
+        (101, "cluster comparison text", COMPARE_TEXT_MIGRATION),
+    ],
 };
+
+/// The words duplicate detection compares, kept beside the case so candidates need no
+/// document parsing; and indexes that find the candidates (same building, or nearby) directly.
+const COMPARE_TEXT_MIGRATION: &str = "
+    ALTER TABLE cases ADD COLUMN compare_text TEXT NOT NULL DEFAULT '';
+    DROP INDEX cases_category_time;
+    CREATE INDEX cases_same_building ON cases (category, building, create_time);
+    CREATE INDEX cases_nearby ON cases (category, lat_e6) WHERE lat_e6 IS NOT NULL;
+";
 
 const COLUMNS: &str = "id, request_id, recorded_by, state, disposition, handling_unit, due_time, \
     cluster_id, supplement_count, withdraw_reason, create_time, update_time, version, submission";
@@ -72,58 +92,101 @@ pub enum Inserted {
     },
 }
 
-/// Inserts a new case unless `(recorded_by, request_id)` was used before.
-pub async fn insert_case(
-    tx: &mut Tx,
+const INSERT_CASE: &str = "INSERT INTO cases (id, recorded_by, request_id, request_hash, channel, \
+    category, urgency, district, street, community, grid, building, lat_e6, lng_e6, reporter_phone, \
+    state, disposition, handling_unit, due_time, cluster_id, supplement_count, withdraw_reason, \
+    create_time, update_time, version, submission, compare_text) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
+    $19, $20, $21, $22, $23, $24, $25, $26, $27) \
+    ON CONFLICT (recorded_by, request_id) DO NOTHING";
+
+/// Binds a new case's 27 values, in `INSERT_CASE` order.
+fn bind_case<'q>(
+    query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
     case: &Case,
     request_hash: &str,
-) -> Result<Inserted, StoreError> {
+) -> Result<sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>, StoreError> {
     let s = &case.submission;
     let submission = serde_json::to_string(s).map_err(|e| decode_error("case submission", e))?;
     let phone = s
         .reporter
         .contact
         .as_ref()
-        .map(|c| c.phone.as_str())
-        .unwrap_or("");
-    let done = sqlx::query(
-        "INSERT INTO cases (id, recorded_by, request_id, request_hash, channel, category, urgency, \
-            district, street, community, grid, building, lat_e6, lng_e6, reporter_phone, \
-            state, disposition, handling_unit, due_time, cluster_id, supplement_count, withdraw_reason, \
-            create_time, update_time, version, submission) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-            $19, $20, $21, $22, $23, $24, $25, $26) \
-         ON CONFLICT (recorded_by, request_id) DO NOTHING",
-    )
-    .bind(&case.id)
-    .bind(&case.recorded_by)
-    .bind(&case.request_id)
-    .bind(request_hash)
-    .bind(i64::from(s.channel.wire()))
-    .bind(&s.category)
-    .bind(i64::from(s.urgency.wire()))
-    .bind(&s.place.district)
-    .bind(&s.place.street)
-    .bind(&s.place.community)
-    .bind(&s.place.grid)
-    .bind(&s.place.building)
-    .bind(s.location.map(|l| e6(l.latitude)))
-    .bind(s.location.map(|l| e6(l.longitude)))
-    .bind(phone)
-    .bind(i64::from(case.state.wire()))
-    .bind(case.disposition.map_or(0, |d| i64::from(d.wire())))
-    .bind(&case.handling_unit)
-    .bind(case.due_time)
-    .bind(&case.cluster)
-    .bind(i64::from(case.supplement_count))
-    .bind(&case.withdraw_reason)
-    .bind(case.create_time)
-    .bind(case.update_time)
-    .bind(case.version)
-    .bind(submission)
-    .execute(tx.conn())
-    .await?;
-    if done.rows_affected() == 1 {
+        .map(|c| c.phone.clone())
+        .unwrap_or_default();
+    Ok(query
+        .bind(case.id.clone())
+        .bind(case.recorded_by.clone())
+        .bind(case.request_id.clone())
+        .bind(request_hash.to_string())
+        .bind(i64::from(s.channel.wire()))
+        .bind(s.category.clone())
+        .bind(i64::from(s.urgency.wire()))
+        .bind(s.place.district.clone())
+        .bind(s.place.street.clone())
+        .bind(s.place.community.clone())
+        .bind(s.place.grid.clone())
+        .bind(s.place.building.clone())
+        .bind(s.location.map(|l| e6(l.latitude)))
+        .bind(s.location.map(|l| e6(l.longitude)))
+        .bind(phone)
+        .bind(i64::from(case.state.wire()))
+        .bind(case.disposition.map_or(0, |d| i64::from(d.wire())))
+        .bind(case.handling_unit.clone())
+        .bind(case.due_time)
+        .bind(case.cluster.clone())
+        .bind(i64::from(case.supplement_count))
+        .bind(case.withdraw_reason.clone())
+        .bind(case.create_time)
+        .bind(case.update_time)
+        .bind(case.version)
+        .bind(submission)
+        .bind(crate::cluster::comparable_text(s)))
+}
+
+/// Accepts a new case and its `CaseSubmitted` event together, unless `(recorded_by,
+/// request_id)` was used before (then nothing is written and the earlier case is returned).
+///
+/// On PostgreSQL one statement writes both rows (a data-modifying CTE: one implicit
+/// transaction, one durable commit, one round trip instead of four). On SQLite, where a
+/// "round trip" is a function call, an ordinary transaction does the same.
+pub async fn submit_case(
+    db: &Db,
+    case: &Case,
+    request_hash: &str,
+    event: EventRow,
+) -> Result<Inserted, StoreError> {
+    let inserted = match db.backend() {
+        Backend::Postgres => {
+            let sql = format!(
+                "WITH c AS ({INSERT_CASE} RETURNING id), \
+                 e AS (INSERT INTO events ({}) SELECT $28, $29, $30, $31, $32, $33, $34, $35 FROM c) \
+                 SELECT COUNT(*) FROM c",
+                EventRow::COLUMNS
+            );
+            let query = bind_case(sqlx::query(sqlx::AssertSqlSafe(sql)), case, request_hash)?;
+            let n: i64 = event.bind(query).fetch_one(db.pool()).await?.try_get(0)?;
+            if n == 1 {
+                db.events_committed();
+            }
+            n == 1
+        }
+        Backend::Sqlite => {
+            let mut tx = db.begin().await?;
+            let done = bind_case(sqlx::query(INSERT_CASE), case, request_hash)?
+                .execute(tx.conn())
+                .await?;
+            if done.rows_affected() == 1 {
+                feed::append_row(&mut tx, event).await?;
+                tx.commit().await?;
+                true
+            } else {
+                tx.rollback().await?;
+                false
+            }
+        }
+    };
+    if inserted {
         return Ok(Inserted::New);
     }
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -131,7 +194,7 @@ pub async fn insert_case(
     )))
     .bind(&case.recorded_by)
     .bind(&case.request_id)
-    .fetch_one(tx.conn())
+    .fetch_one(db.pool())
     .await?;
     Ok(Inserted::Existing {
         request_hash: row.try_get(14)?,
@@ -348,61 +411,78 @@ pub struct Candidate {
     pub building: String,
     /// Its coordinates.
     pub location: Option<LatLng>,
-    /// Its submission (for the text).
-    pub submission: Submission,
+    /// The words compared.
+    pub text: String,
 }
 
-/// Recent open cases of `category` accepted since `since`, other than `exclude`, at
-/// `building` or within the bounding box around `near`.
+/// Open cases of `category` accepted in `[since, before)` — strictly earlier than the report
+/// `(before, before_id)`, so each report is judged against earlier ones only and the outcome
+/// does not depend on how far the consumer lags — at `building`, and within the bounding box
+/// around `near`. Each is one indexed lookup (`cases_same_building`, `cases_nearby`) of at most
+/// 20 of the most recent.
 pub async fn cluster_candidates(
     tx: &mut Tx,
     category: &str,
     since: Micros,
-    exclude: &str,
+    (before, before_id): (Micros, &str),
     building: &str,
     near: Option<(LatLng, f64)>,
 ) -> Result<Vec<Candidate>, StoreError> {
-    // A box a little larger than the radius; the exact distance is checked by the caller.
-    let (lat0, lat1, lng0, lng1) = match near {
-        Some((p, meters)) => {
-            let dlat = meters / 111_000.0 * 1.1;
-            let dlng = dlat / p.latitude.to_radians().cos().max(0.01);
-            (
-                e6(p.latitude - dlat),
-                e6(p.latitude + dlat),
-                e6(p.longitude - dlng),
-                e6(p.longitude + dlng),
-            )
-        }
-        None => (1, -1, 1, -1), // an empty box
-    };
-    let rows = sqlx::query(
-        "SELECT id, cluster_id, building, lat_e6, lng_e6, submission FROM cases \
-         WHERE category = $1 AND create_time >= $2 AND id <> $3 AND state IN ($4, $5, $6, $7, $8) \
-           AND (($9 <> '' AND building = $9) \
-                OR (lat_e6 BETWEEN $10 AND $11 AND lng_e6 BETWEEN $12 AND $13)) \
-         ORDER BY create_time DESC LIMIT 50",
-    )
-    .bind(category)
-    .bind(since)
-    .bind(exclude)
-    .bind(i64::from(CaseState::Submitted.wire()))
-    .bind(i64::from(CaseState::Routed.wire()))
-    .bind(i64::from(CaseState::InProgress.wire()))
-    .bind(i64::from(CaseState::AwaitingPapers.wire()))
-    .bind(i64::from(CaseState::Escalated.wire()))
-    .bind(building)
-    .bind(lat0)
-    .bind(lat1)
-    .bind(lng0)
-    .bind(lng1)
-    .fetch_all(tx.conn())
-    .await?;
+    const SELECT: &str = "SELECT id, cluster_id, building, lat_e6, lng_e6, compare_text FROM cases";
+    let open_states = [
+        CaseState::Submitted,
+        CaseState::Routed,
+        CaseState::InProgress,
+        CaseState::AwaitingPapers,
+        CaseState::Escalated,
+    ]
+    .map(|s| s.wire().to_string())
+    .join(", ");
+    let mut rows = Vec::new();
+    if !building.is_empty() {
+        rows.extend(
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{SELECT} WHERE category = $1 AND building = $2 AND create_time >= $3 \
+                 AND (create_time < $4 OR (create_time = $4 AND id < $5)) \
+                 AND state IN ({open_states}) ORDER BY create_time DESC LIMIT 20"
+            )))
+            .bind(category)
+            .bind(building)
+            .bind(since)
+            .bind(before)
+            .bind(before_id)
+            .fetch_all(tx.conn())
+            .await?,
+        );
+    }
+    if let Some((p, meters)) = near {
+        // A box a little larger than the radius; the exact distance is checked by the caller.
+        let dlat = meters / 111_000.0 * 1.1;
+        let dlng = dlat / p.latitude.to_radians().cos().max(0.01);
+        rows.extend(
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "{SELECT} WHERE category = $1 AND lat_e6 BETWEEN $2 AND $3 AND lng_e6 BETWEEN $4 AND $5 \
+                                  AND create_time >= $6 AND (create_time < $7 OR (create_time = $7 AND id < $8)) \
+                 AND state IN ({open_states}) \
+                 ORDER BY create_time DESC LIMIT 20"
+            )))
+            .bind(category)
+            .bind(e6(p.latitude - dlat))
+            .bind(e6(p.latitude + dlat))
+            .bind(e6(p.longitude - dlng))
+            .bind(e6(p.longitude + dlng))
+                        .bind(since)
+            .bind(before)
+            .bind(before_id)
+            .fetch_all(tx.conn())
+            .await?,
+        );
+    }
+    let mut seen = std::collections::HashSet::new();
     rows.iter()
         .map(|row| {
             let lat: Option<i64> = row.try_get(3)?;
             let lng: Option<i64> = row.try_get(4)?;
-            let submission: String = row.try_get(5)?;
             Ok(Candidate {
                 id: row.try_get(0)?,
                 cluster: row.try_get(1)?,
@@ -411,9 +491,11 @@ pub async fn cluster_candidates(
                     latitude: lat as f64 / 1e6,
                     longitude: lng as f64 / 1e6,
                 }),
-                submission: serde_json::from_str(&submission)
-                    .map_err(|e| decode_error("case submission", e))?,
+                text: row.try_get(5)?,
             })
+        })
+        .filter(|c: &Result<Candidate, StoreError>| {
+            c.as_ref().map_or(true, |c| seen.insert(c.id.clone()))
         })
         .collect()
 }

@@ -193,6 +193,12 @@ impl Db {
         self.inner.wakes.send_modify(|n| *n = n.wrapping_add(1));
     }
 
+    /// Tells feed readers that events were committed outside a [`Tx`] (by a single
+    /// statement that wrote a change and its event together).
+    pub fn events_committed(&self) {
+        self.signal_commit();
+    }
+
     /// Wakes feed readers for a commit made by another replica.
     pub(crate) fn signal_remote_commit(&self) {
         self.inner.wakes.send_modify(|n| *n = n.wrapping_add(1));
@@ -322,6 +328,9 @@ async fn connect_postgres(
     let set_path = format!("SET search_path TO \"{schema}\"");
     AnyPoolOptions::new()
         .max_connections(opts.max_connections)
+        // No ping before every use: it costs a round trip per transaction, and a connection
+        // that died meanwhile fails its first query as UNAVAILABLE, which callers retry.
+        .test_before_acquire(false)
         .acquire_timeout(opts.acquire_timeout)
         .after_connect(move |conn, _meta| {
             let set_path = set_path.clone();
@@ -354,6 +363,7 @@ async fn connect_sqlite(opts: &DbOptions) -> Result<(AnyPool, AnyPool), sqlx::Er
         let pragmas = pragmas.clone();
         AnyPoolOptions::new()
             .max_connections(max)
+            .test_before_acquire(false)
             .acquire_timeout(opts.acquire_timeout)
             .after_connect(move |conn, _meta| {
                 let pragmas = pragmas.clone();

@@ -5,6 +5,7 @@
 //!   per-service, per-backend migrations.
 //! - [`feed`]: the transactional outbox, `EventFeed/Subscribe`, and exactly-once consumers
 //!   with a lease.
+//! - [`audit`]: the audit log of personal-data reads, written in batches, never dropped.
 //! - [`auth`]: bearer tokens (stored hashed) naming a principal, role and scope.
 //! - [`error`]: one mapping to `google.rpc.Status` with details.
 //! - [`server`]: gRPC server bootstrap: health, reflection, tower stack, graceful drain.
@@ -14,6 +15,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod db;

@@ -90,21 +90,28 @@ pub fn init(service: &str, log: &LogConfig) -> anyhow::Result<Telemetry> {
     let filter = EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&log.filter))
         .unwrap_or_else(|_| EnvFilter::new("info"));
-    let otel = tracing_opentelemetry::layer().with_tracer(tracer_provider.tracer("minqing"));
-    let registry_layer = tracing_subscriber::registry().with(filter).with(otel);
-    // A second initialisation (tests, or `up` after `serve`) keeps the first subscriber.
-    let _ = match log.format {
-        LogFormat::Json => registry_layer
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .with_current_span(true),
-            )
-            .try_init(),
-        LogFormat::Pretty => registry_layer
-            .with(tracing_subscriber::fmt::layer().with_target(false))
-            .try_init(),
+    // The log filter governs log lines only: spans at INFO and above always reach the
+    // OpenTelemetry layer, so trace context is made, passed on and exported whatever the
+    // log level.
+    let otel = tracing_opentelemetry::layer()
+        .with_tracer(tracer_provider.tracer("minqing"))
+        .with_filter(LevelFilter::INFO);
+    let fmt = match log.format {
+        LogFormat::Json => tracing_subscriber::fmt::layer()
+            .json()
+            .with_current_span(true)
+            .with_filter(filter)
+            .boxed(),
+        LogFormat::Pretty => tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_filter(filter)
+            .boxed(),
     };
+    // A second initialisation (tests, or `up` after `serve`) keeps the first subscriber.
+    let _ = tracing_subscriber::registry()
+        .with(otel)
+        .with(fmt)
+        .try_init();
 
     Ok(Telemetry {
         tracer_provider,

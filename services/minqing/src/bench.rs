@@ -12,6 +12,7 @@ use std::{
 
 use clap::{Args, Subcommand, ValueEnum};
 use hdrhistogram::Histogram;
+use rand::{Rng, SeedableRng, rngs::StdRng};
 use tonic::transport::Channel;
 
 use minqing_kit::feed::BearerToken;
@@ -107,12 +108,59 @@ struct Corpus {
     buildings: Vec<String>,
 }
 
-const DESCRIPTIONS: &[&str] = &[
-    "楼道的灯坏了好几天了，晚上老人上下楼很不方便，希望尽快修一下。The stairwell light has been out for days.",
-    "小区门口的下水道堵了，一下雨就积水，味道也很大，请派人疏通。The drain at the gate floods whenever it rains.",
-    "隔壁装修每天早上七点就开始打钻，已经持续两周，影响休息。Renovation drilling from 7 a.m. for two weeks.",
-    "我母亲八十多岁独居，最近身体不好，想申请上门探访服务。My mother lives alone and needs home visits.",
-    "三号楼前的健身器材坏了一个，螺丝松动有安全隐患。Broken fitness equipment in front of building 3.",
+/// What residents say, in parts: where, what, since when. Composed at random, so most
+/// reports differ and duplicates (same item, same building, similar words) are occasional, as
+/// they are in a real hotline's traffic.
+const WHERE: &[&str] = &[
+    "楼道",
+    "单元门口",
+    "小区北门",
+    "地下车库",
+    "院子里",
+    "楼顶",
+    "电梯间",
+    "垃圾站旁",
+    "健身区",
+    "自行车棚",
+    "三楼走廊",
+    "楼下商铺前",
+    "后院",
+    "门卫室旁",
+    "停车场",
+];
+const WHAT: &[&str] = &[
+    "路灯不亮了",
+    "下水道堵了，有积水",
+    "有人乱堆杂物",
+    "墙皮脱落",
+    "水管漏水",
+    "噪音很大影响休息",
+    "电梯经常停",
+    "消防通道被占用",
+    "垃圾没人清运",
+    "井盖松动",
+    "树枝快断了",
+    "有流浪狗",
+    "门禁坏了",
+    "监控不亮",
+    "窗户玻璃碎了",
+    "暖气不热",
+    "漏雨",
+    "台阶破损",
+    "有人占道经营",
+    "线路老化冒火花",
+];
+const SINCE: &[&str] = &[
+    "已经好几天了",
+    "昨天晚上开始的",
+    "一个多星期了",
+    "反映过一次还没解决",
+    "老人孩子出入很不方便",
+    "晚上特别危险",
+    "希望尽快处理",
+    "邻居们都很着急",
+    "怕出事故",
+    "请派人来看看",
 ];
 
 impl SubmitBench {
@@ -145,7 +193,10 @@ impl SubmitBench {
         })
     }
 
-    fn request(corpus: &Corpus, run: &str, i: usize) -> pb::SubmitCaseRequest {
+    fn request(corpus: &Corpus, run: &str, i: usize, rng: &mut StdRng) -> pb::SubmitCaseRequest {
+        let pick = |rng: &mut StdRng, list: &[&'static str]| list[rng.random_range(0..list.len())];
+        let (place, what, since) = (pick(rng, WHERE), pick(rng, WHAT), pick(rng, SINCE));
+        let unit = rng.random_range(1..=6);
         pb::SubmitCaseRequest {
             request_id: format!("bench-{run}-{i}"),
             channel: [
@@ -166,13 +217,13 @@ impl SubmitBench {
                 }),
             }),
             place: Some(tpb::Place {
-                building: corpus.buildings[i % corpus.buildings.len()].clone(),
-                address: "3单元门口".into(),
+                building: corpus.buildings[rng.random_range(0..corpus.buildings.len())].clone(),
+                address: format!("{unit}单元{place}"),
                 ..Default::default()
             }),
-            category: corpus.categories[(i * 7) % corpus.categories.len()].clone(),
-            title: format!("居民反映问题 #{i}"),
-            description: DESCRIPTIONS[i % DESCRIPTIONS.len()].to_string(),
+            category: corpus.categories[rng.random_range(0..corpus.categories.len())].clone(),
+            title: format!("{place}{what}"),
+            description: format!("{unit}单元{place}{what}，{since}。"),
             attachments: vec![],
             urgency: tpb::Urgency::Normal as i32,
             occur_time: None,
@@ -211,11 +262,10 @@ impl SubmitBench {
             "warm-up failed: {:?}",
             warm.first_error
         );
-        let start = Instant::now();
         let result = self
             .drive(&channels, &token, &corpus, &run, self.warmup, self.requests)
             .await;
-        let elapsed = start.elapsed();
+        let elapsed = result.elapsed;
         let rss = self.server_pid.and_then(peak_rss_kib);
 
         let h = &result.latency;
@@ -273,7 +323,16 @@ impl SubmitBench {
         offset: usize,
         count: usize,
     ) -> Outcome {
+        // Every request is built before the clock starts, so the load tool's own work does not
+        // compete with the server for the machine's cores while it is measured.
+        let mut rng = StdRng::seed_from_u64(offset as u64);
+        let requests: Arc<Vec<pb::SubmitCaseRequest>> = Arc::new(
+            (0..count)
+                .map(|i| Self::request(corpus, run, offset + i, &mut rng))
+                .collect(),
+        );
         let next = Arc::new(AtomicUsize::new(0));
+        let start = Instant::now();
         let mut workers = Vec::new();
         for w in 0..self.concurrency.max(1) {
             let mut client = IntakeClient::with_interceptor(
@@ -281,8 +340,7 @@ impl SubmitBench {
                 BearerToken::new(token),
             );
             let next = next.clone();
-            let corpus = corpus.clone();
-            let run = run.to_string();
+            let requests = requests.clone();
             workers.push(tokio::spawn(async move {
                 let mut out = Outcome::new();
                 loop {
@@ -290,7 +348,7 @@ impl SubmitBench {
                     if i >= count {
                         break;
                     }
-                    let req = Self::request(&corpus, &run, offset + i);
+                    let req = requests[i].clone();
                     let t = Instant::now();
                     match client.submit_case(req).await {
                         Ok(_) => {
@@ -319,6 +377,7 @@ impl SubmitBench {
                 }
             }
         }
+        total.elapsed = start.elapsed();
         total
     }
 }
@@ -328,6 +387,7 @@ struct Outcome {
     errors: usize,
     first_error: Option<String>,
     latency: Histogram<u64>,
+    elapsed: std::time::Duration,
 }
 
 impl Outcome {
@@ -337,6 +397,7 @@ impl Outcome {
             errors: 0,
             first_error: None,
             latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid histogram bounds"),
+            elapsed: std::time::Duration::ZERO,
         }
     }
 }

@@ -43,6 +43,9 @@ enum Command {
     /// Bearer tokens (city admin).
     #[command(subcommand)]
     Token(crate::client::TokenCommand),
+    /// The audit log of personal-data reads (city admin).
+    #[command(subcommand)]
+    Audit(crate::client::AuditCommand),
     /// Load tools.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -93,6 +96,7 @@ impl Cli {
             Command::Volunteer(c) => c.run().await,
             Command::Need(c) => c.run().await,
             Command::Token(c) => c.run().await,
+            Command::Audit(c) => c.run().await,
             Command::Bench(c) => c.run().await,
         };
         match result {

@@ -1010,3 +1010,61 @@ impl TokenCommand {
         Ok(())
     }
 }
+
+/// `minqing audit …`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Recorded reads of personal data, newest first.
+    List {
+        /// Only about this resource (e.g. cases/…).
+        #[arg(long, default_value = "")]
+        resource: String,
+        /// Only by this actor (role:principal).
+        #[arg(long, default_value = "")]
+        actor: String,
+        /// How many.
+        #[arg(long, default_value_t = 50)]
+        limit: i32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+impl AuditCommand {
+    /// Runs it.
+    pub async fn run(self) -> anyhow::Result<()> {
+        let AuditCommand::List {
+            resource,
+            actor,
+            limit,
+            client,
+        } = self;
+        let (channel, token) = connect(&client).await?;
+        let page = minqing_proto::minqing::audit::v1::audit_client::AuditClient::with_interceptor(
+            channel, token,
+        )
+        .list_audit_entries(minqing_proto::minqing::audit::v1::ListAuditEntriesRequest {
+            page_size: limit,
+            resource,
+            actor,
+            ..Default::default()
+        })
+        .await
+        .map_err(CallError::from)?
+        .into_inner();
+        for e in &page.entries {
+            say!(
+                "{}  {:<32} {:<20} {}  ({})",
+                time(&e.time),
+                e.actor,
+                e.action,
+                e.resource,
+                e.detail
+            );
+        }
+        if page.entries.is_empty() {
+            say!("no entries");
+        }
+        Ok(())
+    }
+}

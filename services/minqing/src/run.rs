@@ -226,7 +226,11 @@ fn banner(
         "ops"
     );
     say!(
-        "  {:<12} every server also has grpc.health.v1 and reflection",
+        "  {:<12} every server also has grpc.health.v1, reflection, minqing.events.v1.EventFeed,",
+        ""
+    );
+    say!(
+        "  {:<12} minqing.audit.v1.Audit and minqing.auth.v1.Tokens",
         ""
     );
     say!("");

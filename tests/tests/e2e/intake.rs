@@ -1074,7 +1074,180 @@ async fn accepted_changes_appear_on_the_event_feed_with_their_trace(backend: Bac
     suite.stop().await;
 }
 
+async fn reads_of_personal_data_are_audited(backend: Backend) {
+    use minqing_proto::minqing::audit::v1::{self as audit_pb, audit_client::AuditClient};
+    let Some(suite) = Suite::start_with(backend, |c| c.clusters.enabled = false).await else {
+        return;
+    };
+    let staff = suite
+        .token("window-07", Role::WindowStaff, None, None)
+        .await;
+    let supervisor = suite
+        .token("supervisor-1", Role::Supervisor, None, None)
+        .await;
+    let mut intake = suite.intake(&staff).await;
+    let case = intake
+        .submit_case(submission("a-1"))
+        .await
+        .unwrap()
+        .into_inner();
+    // Staff read it (personal data shown); a supervisor reads it (hidden).
+    intake
+        .get_case(pb::GetCaseRequest {
+            name: case.name.clone(),
+        })
+        .await
+        .unwrap();
+    intake
+        .list_cases(pb::ListCasesRequest::default())
+        .await
+        .unwrap();
+    suite
+        .intake(&supervisor)
+        .await
+        .get_case(pb::GetCaseRequest {
+            name: case.name.clone(),
+        })
+        .await
+        .unwrap();
+    // A service reads the feed, whose events carry personal data.
+    let mut feed = suite.feed("intake").await;
+    let _stream = feed
+        .subscribe(events_pb::SubscribeRequest::default())
+        .await
+        .unwrap();
+
+    let audit = |token: String| {
+        let channel = suite.channel("intake");
+        async move {
+            AuditClient::with_interceptor(
+                channel.await,
+                minqing_kit::feed::BearerToken::new(&token),
+            )
+        }
+    };
+    let err = audit(staff.clone())
+        .await
+        .list_audit_entries(audit_pb::ListAuditEntriesRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.code(),
+        Code::PermissionDenied,
+        "only city admins read the audit log"
+    );
+    let mut admin = audit(suite.admin.clone()).await;
+    let entries = |resource: String| {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .list_audit_entries(audit_pb::ListAuditEntriesRequest {
+                    resource,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .entries
+        }
+    };
+    eventually(Duration::from_secs(10), "the reads are recorded", || {
+        let entries = entries(case.name.clone());
+        async move { entries.await.len() >= 2 }
+    })
+    .await;
+    let on_case = entries(case.name.clone()).await;
+    assert_eq!(
+        on_case.len(),
+        2,
+        "GetCase and ListCases by staff; not the supervisor's hidden read"
+    );
+    assert!(
+        on_case
+            .iter()
+            .all(|e| e.actor == "window_staff:window-07" && e.action == "read_personal_data")
+    );
+    assert!(on_case.iter().any(|e| e.detail.ends_with("/GetCase")));
+    assert!(on_case.iter().any(|e| e.detail.ends_with("/ListCases")));
+    eventually(
+        Duration::from_secs(10),
+        "the feed subscription is recorded",
+        || {
+            let entries = entries("feeds/intake".into());
+            async move {
+                entries
+                    .await
+                    .iter()
+                    .any(|e| e.actor == "service:service/tests")
+            }
+        },
+    )
+    .await;
+    let page = admin
+        .list_audit_entries(audit_pb::ListAuditEntriesRequest {
+            page_size: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(page.entries.len(), 1);
+    assert!(!page.next_page_token.is_empty());
+    suite.stop().await;
+}
+
+async fn consumers_carry_the_trace_of_the_request_that_caused_them(backend: Backend) {
+    let Some(suite) = Suite::start(backend).await else {
+        return;
+    };
+    let staff = suite
+        .token("window-07", Role::WindowStaff, None, None)
+        .await;
+    let mut intake = suite.intake(&staff).await;
+    intake.submit_case(submission("t-1")).await.unwrap();
+    let trace_id = "5c8f1e2d3b4a69788796a5b4c3d2e1f0";
+    let mut second = submission("t-2");
+    second.description = "3号楼路灯坏了好几天，晚上走路很黑".into();
+    let second = intake
+        .submit_case(traced(
+            second,
+            &format!("00-{trace_id}-1a2b3c4d5e6f7a8b-01"),
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut stream = suite
+        .feed("intake")
+        .await
+        .subscribe(events_pb::SubscribeRequest {
+            kinds: vec![pb::CaseClustered::full_name()],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let clustered = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let batch = stream.message().await.unwrap().unwrap();
+            if let Some(e) = batch.events.into_iter().find(|e| e.subject == second.name) {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("the second report is clustered");
+    assert_eq!(clustered.actor, "system:intake-clusters");
+    assert!(
+        clustered.traceparent.contains(trace_id),
+        "the consumer's event continues the submission's trace: {}",
+        clustered.traceparent
+    );
+    suite.stop().await;
+}
+
 backend_tests!(
+    consumers_carry_the_trace_of_the_request_that_caused_them,
+    reads_of_personal_data_are_audited,
     every_channel_is_accepted_and_readable,
     submission_is_idempotent_by_request_id,
     bad_requests_get_field_violations_and_write_nothing,

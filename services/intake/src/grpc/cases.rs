@@ -5,8 +5,8 @@ use sha2::{Digest, Sha256};
 use tonic::{Request, Response, Status};
 
 use super::{
-    PERSONAL_ROLES, READ_ROLES, SUBMIT_ROLES, State, check_scope, convert, convert::Personal,
-    personal, validate,
+    PERSONAL_ROLES, READ_ROLES, SUBMIT_ROLES, State, audited, check_scope, convert,
+    convert::Personal, personal, validate,
 };
 use crate::{
     domain::{Case, CaseState, Channel},
@@ -15,7 +15,7 @@ use crate::{
 use minqing_kit::{
     auth::{Principal, caller},
     error::{FieldViolations, already_exists, failed_precondition, not_found, permission_denied},
-    feed::{self, EventMeta},
+    feed::{self, EventMeta, EventRow},
     time::{from_timestamp, to_timestamp},
 };
 use minqing_proto::minqing::intake::v1 as pb;
@@ -59,21 +59,16 @@ pub(super) async fn submit(
         update_time: now,
         version: 1,
     };
-    let mut tx = state.db.begin().await?;
-    match store::insert_case(&mut tx, &case, &hash).await? {
+    let event = EventRow::new(
+        &EventMeta::current(principal.actor()),
+        &case.name(),
+        &pb::CaseSubmitted {
+            case: Some(convert::case(&case, Personal::Shown)),
+        },
+        now,
+    );
+    match store::submit_case(&state.db, &case, &hash, event).await? {
         Inserted::New => {
-            let event = pb::CaseSubmitted {
-                case: Some(convert::case(&case, Personal::Shown)),
-            };
-            feed::append(
-                &mut tx,
-                &EventMeta::current(principal.actor()),
-                &case.name(),
-                &event,
-                now,
-            )
-            .await?;
-            tx.commit().await?;
             tracing::info!(case = %case.id, channel = ?case.submission.channel, category = %case.submission.category, "case submitted");
             Ok(Response::new(convert::case(
                 &case,
@@ -84,7 +79,6 @@ pub(super) async fn submit(
             request_hash,
             case: existing,
         } => {
-            tx.rollback().await?;
             if request_hash == hash {
                 Ok(Response::new(convert::case(
                     &existing,
@@ -123,10 +117,8 @@ pub(super) async fn get(
 ) -> Result<Response<pb::Case>, Status> {
     let principal = caller(&request)?.require(READ_ROLES)?;
     let case = visible_case(state, principal, &request.get_ref().name).await?;
-    Ok(Response::new(convert::case(
-        &case,
-        personal(principal, &case),
-    )))
+    let shown = audited(state, principal, &case, "minqing.intake.v1.Intake/GetCase").await;
+    Ok(Response::new(convert::case(&case, shown)))
 }
 
 pub(super) async fn list(
@@ -248,11 +240,13 @@ pub(super) async fn list(
     } else {
         String::new()
     };
+    let mut shown = Vec::with_capacity(cases.len());
+    for c in &cases {
+        let personal = audited(state, principal, c, "minqing.intake.v1.Intake/ListCases").await;
+        shown.push(convert::case(c, personal));
+    }
     Ok(Response::new(pb::ListCasesResponse {
-        cases: cases
-            .iter()
-            .map(|c| convert::case(c, personal(principal, c)))
-            .collect(),
+        cases: shown,
         next_page_token,
     }))
 }

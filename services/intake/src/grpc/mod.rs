@@ -15,6 +15,7 @@ use tonic::{Request, Response, Status};
 use crate::{catalogue::Catalogue, domain::Case, places::Gazetteer};
 use convert::Personal;
 use minqing_kit::{
+    audit::{AuditLog, READ_PERSONAL_DATA},
     auth::{Principal, Role},
     db::Db,
     error::permission_denied,
@@ -26,6 +27,7 @@ use minqing_proto::minqing::intake::v1::{self as pb, catalogue_server, intake_se
 #[derive(Debug)]
 pub(crate) struct State {
     pub db: Db,
+    pub audit: AuditLog,
     pub catalogue: Arc<Catalogue>,
     pub gazetteer: Arc<Gazetteer>,
     pub clock: Clock,
@@ -81,6 +83,23 @@ pub(crate) fn personal(principal: &Principal, case: &Case) -> Personal {
     } else {
         Personal::Hidden
     }
+}
+
+/// What `principal` may see of `case`; a read that shows personal data is audited.
+pub(crate) async fn audited(
+    state: &State,
+    principal: &Principal,
+    case: &Case,
+    rpc: &str,
+) -> Personal {
+    let shown = personal(principal, case);
+    if shown == Personal::Shown {
+        state
+            .audit
+            .record(principal, READ_PERSONAL_DATA, &case.name(), rpc)
+            .await;
+    }
+    shown
 }
 
 /// PERMISSION_DENIED unless `case` is within `principal`'s place scope.

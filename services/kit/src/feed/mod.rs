@@ -20,18 +20,19 @@ mod notify;
 mod server;
 mod store;
 
-pub use consumer::{Apply, BearerToken, Consumer, ConsumerOptions, FeedSource};
+pub use consumer::{Apply, BearerToken, Consumer, ConsumerOptions, FeedSource, event_span};
 pub use notify::spawn_postgres_bridge;
 pub use server::EventFeedService;
 pub use store::{
-    Cursor, EventMeta, StoredEvent, append, append_raw, latest_cursor, pending_after, read_after,
-    to_proto,
+    Batch, Cursor, EventMeta, EventRow, StoredEvent, append, append_raw, append_row, latest_cursor,
+    read_after, to_proto,
 };
 
-pub(crate) const BASE_MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[(
-    1,
-    "kit event feed and consumers",
-    r#"
+pub(crate) const BASE_MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "kit event feed and consumers",
+        r#"
 CREATE TABLE events (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     txid INTEGER NOT NULL DEFAULT 0,
@@ -55,12 +56,41 @@ CREATE TABLE consumer_leases (
     expire_time INTEGER NOT NULL
 );
 "#,
-)];
+    ),
+    (2, "kit audit log", AUDIT_MIGRATION_SQLITE),
+];
 
-pub(crate) const BASE_MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[(
-    1,
-    "kit event feed and consumers",
-    r#"
+const AUDIT_MIGRATION_SQLITE: &str = "
+CREATE TABLE audit_log (
+    id TEXT PRIMARY KEY,
+    time INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_log_resource ON audit_log (resource, id);
+CREATE INDEX audit_log_actor ON audit_log (actor, id);
+";
+
+const AUDIT_MIGRATION_POSTGRES: &str = "
+CREATE TABLE audit_log (
+    id TEXT PRIMARY KEY,
+    time BIGINT NOT NULL,
+    actor TEXT NOT NULL,
+    action TEXT NOT NULL,
+    resource TEXT NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX audit_log_resource ON audit_log (resource, id);
+CREATE INDEX audit_log_actor ON audit_log (actor, id);
+";
+
+pub(crate) const BASE_MIGRATIONS_POSTGRES: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "kit event feed and consumers",
+        r#"
 CREATE TABLE events (
     seq BIGINT GENERATED ALWAYS AS IDENTITY,
     txid BIGINT NOT NULL DEFAULT (pg_current_xact_id()::text::bigint),
@@ -85,4 +115,6 @@ CREATE TABLE consumer_leases (
     expire_time BIGINT NOT NULL
 );
 "#,
-)];
+    ),
+    (2, "kit audit log", AUDIT_MIGRATION_POSTGRES),
+];

@@ -91,6 +91,77 @@ pub struct StoredEvent {
     pub tracestate: String,
 }
 
+/// An event row, ready to insert: what [`append`] writes. A service that writes a change and
+/// its event in one statement (see intake's submit on PostgreSQL) binds it with [`EventRow::bind`]
+/// into an `INSERT INTO events (`[`EventRow::COLUMNS`]`) …`, then calls
+/// [`Db::events_committed`](crate::db::Db::events_committed) after the statement succeeds.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    /// Unique id.
+    pub id: String,
+    /// Full message name.
+    pub kind: String,
+    /// Resource it is about.
+    pub subject: String,
+    /// Commit time.
+    pub create_time: Micros,
+    /// Encoded payload.
+    pub payload: Vec<u8>,
+    /// Who caused it.
+    pub actor: String,
+    /// Trace context.
+    pub traceparent: String,
+    /// Trace state.
+    pub tracestate: String,
+}
+
+impl EventRow {
+    /// The columns [`EventRow::bind`] binds, in order.
+    pub const COLUMNS: &'static str =
+        "id, kind, subject, create_time, payload, actor, traceparent, tracestate";
+
+    /// The row for `event` about `subject`.
+    pub fn new<M: Message + Name>(meta: &EventMeta, subject: &str, event: &M, now: Micros) -> Self {
+        Self::encoded(meta, subject, &M::full_name(), event.encode_to_vec(), now)
+    }
+
+    /// The row for an already-encoded event.
+    pub fn encoded(
+        meta: &EventMeta,
+        subject: &str,
+        kind: &str,
+        payload: Vec<u8>,
+        now: Micros,
+    ) -> Self {
+        Self {
+            id: uuid::Uuid::now_v7().to_string(),
+            kind: kind.to_string(),
+            subject: subject.to_string(),
+            create_time: now,
+            payload,
+            actor: meta.actor.clone(),
+            traceparent: meta.traceparent.clone(),
+            tracestate: meta.tracestate.clone(),
+        }
+    }
+
+    /// Binds the row's values, in the order of [`EventRow::COLUMNS`].
+    pub fn bind<'q>(
+        self,
+        query: sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments>,
+    ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments> {
+        query
+            .bind(self.id)
+            .bind(self.kind)
+            .bind(self.subject)
+            .bind(self.create_time)
+            .bind(self.payload)
+            .bind(self.actor)
+            .bind(self.traceparent)
+            .bind(self.tracestate)
+    }
+}
+
 /// Appends `event` about `subject` in `tx`; it becomes visible when `tx` commits.
 pub async fn append<M: Message + Name>(
     tx: &mut Tx,
@@ -99,15 +170,7 @@ pub async fn append<M: Message + Name>(
     event: &M,
     now: Micros,
 ) -> Result<String, StoreError> {
-    append_raw(
-        tx,
-        meta,
-        subject,
-        &M::full_name(),
-        &event.encode_to_vec(),
-        now,
-    )
-    .await
+    append_row(tx, EventRow::new(meta, subject, event, now)).await
 }
 
 /// Appends an already-encoded event.
@@ -119,19 +182,20 @@ pub async fn append_raw(
     payload: &[u8],
     now: Micros,
 ) -> Result<String, StoreError> {
-    let id = uuid::Uuid::now_v7().to_string();
-    sqlx::query(
+    append_row(
+        tx,
+        EventRow::encoded(meta, subject, kind, payload.to_vec(), now),
+    )
+    .await
+}
+
+/// Appends a prepared [`EventRow`] in `tx`.
+pub async fn append_row(tx: &mut Tx, row: EventRow) -> Result<String, StoreError> {
+    let id = row.id.clone();
+    row.bind(sqlx::query(
         "INSERT INTO events (id, kind, subject, create_time, payload, actor, traceparent, tracestate) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-    )
-    .bind(&id)
-    .bind(kind)
-    .bind(subject)
-    .bind(now)
-    .bind(payload)
-    .bind(&meta.actor)
-    .bind(&meta.traceparent)
-    .bind(&meta.tracestate)
+    ))
     .execute(tx.conn())
     .await?;
     tx.note_event();
@@ -141,69 +205,80 @@ pub async fn append_raw(
 const COLUMNS: &str =
     "txid, seq, id, kind, subject, create_time, payload, actor, traceparent, tracestate";
 
+/// What one read of the feed found.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// Events safe to deliver, in feed order.
+    pub events: Vec<StoredEvent>,
+    /// Committed events exist after these but are held back because an older transaction is
+    /// still running (PostgreSQL only): look again very soon.
+    pub held_back: bool,
+}
+
 /// Up to `limit` events after `after`, in feed order, never skipping one (see the module docs).
-pub async fn read_after(
-    db: &Db,
-    after: Cursor,
-    limit: i64,
-) -> Result<Vec<StoredEvent>, StoreError> {
-    let rows = match db.backend() {
+pub async fn read_after(db: &Db, after: Cursor, limit: i64) -> Result<Batch, StoreError> {
+    match db.backend() {
         Backend::Postgres => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "SELECT {COLUMNS} FROM events \
-                 WHERE (txid, seq) > ($1, $2) \
-                   AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
-                 ORDER BY txid, seq LIMIT $3"
+            // One statement (one snapshot, so one horizon): the next events of transactions
+            // below the horizon, and a one-row probe saying whether committed events beyond
+            // them are held back by an older transaction still running.
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "(SELECT {COLUMNS}, 1 AS safe FROM events \
+                   WHERE (txid, seq) > ($1, $2) \
+                     AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+                   ORDER BY txid, seq LIMIT $3) \
+                 UNION ALL \
+                 (SELECT 0, 0, '', '', '', 0, ''::bytea, '', '', '', 0 FROM events \
+                   WHERE (txid, seq) > ($1, $2) \
+                     AND txid >= pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+                   LIMIT 1)"
             )))
             .bind(after.txid)
             .bind(after.seq)
             .bind(limit)
             .fetch_all(db.pool())
-            .await?
+            .await?;
+            let mut batch = Batch::default();
+            for row in &rows {
+                if row.try_get::<i64, _>(10)? == 0 {
+                    batch.held_back = true;
+                } else {
+                    batch.events.push(stored(row)?);
+                }
+            }
+            Ok(batch)
         }
         Backend::Sqlite => {
-            sqlx::query(sqlx::AssertSqlSafe(format!(
+            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT {COLUMNS} FROM events WHERE seq > $1 ORDER BY seq LIMIT $2"
             )))
             .bind(after.seq)
             .bind(limit)
             .fetch_all(db.pool())
-            .await?
-        }
-    };
-    rows.iter()
-        .map(|row| {
-            Ok(StoredEvent {
-                cursor: Cursor {
-                    txid: row.try_get(0)?,
-                    seq: row.try_get(1)?,
-                },
-                id: row.try_get(2)?,
-                kind: row.try_get(3)?,
-                subject: row.try_get(4)?,
-                create_time: row.try_get(5)?,
-                payload: row.try_get(6)?,
-                actor: row.try_get(7)?,
-                traceparent: row.try_get(8)?,
-                tracestate: row.try_get(9)?,
+            .await?;
+            Ok(Batch {
+                events: rows.iter().map(stored).collect::<Result<_, _>>()?,
+                held_back: false,
             })
-        })
-        .collect::<Result<_, sqlx::Error>>()
-        .map_err(StoreError::from)
+        }
+    }
 }
 
-/// Whether events after `after` are committed but held back because an older transaction is
-/// still running (PostgreSQL only): the reader should look again very soon.
-pub async fn pending_after(db: &Db, after: Cursor) -> Result<bool, StoreError> {
-    if db.backend() != Backend::Postgres {
-        return Ok(false);
-    }
-    let row = sqlx::query("SELECT 1 FROM events WHERE (txid, seq) > ($1, $2) LIMIT 1")
-        .bind(after.txid)
-        .bind(after.seq)
-        .fetch_optional(db.pool())
-        .await?;
-    Ok(row.is_some())
+fn stored(row: &sqlx::any::AnyRow) -> Result<StoredEvent, StoreError> {
+    Ok(StoredEvent {
+        cursor: Cursor {
+            txid: row.try_get(0)?,
+            seq: row.try_get(1)?,
+        },
+        id: row.try_get(2)?,
+        kind: row.try_get(3)?,
+        subject: row.try_get(4)?,
+        create_time: row.try_get(5)?,
+        payload: row.try_get(6)?,
+        actor: row.try_get(7)?,
+        traceparent: row.try_get(8)?,
+        tracestate: row.try_get(9)?,
+    })
 }
 
 /// The cursor after the last event visible now (`START` for an empty feed).

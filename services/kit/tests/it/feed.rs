@@ -102,7 +102,8 @@ async fn feed_never_skips_an_event_under_concurrent_writers(backend: Backend) {
     // Replaying from the start gives the same sequence.
     let replay = feed::read_after(&h.producer, Cursor::START, 10_000)
         .await
-        .unwrap();
+        .unwrap()
+        .events;
     let replayed: Vec<_> = replay.into_iter().map(|e| e.id).collect();
     assert_eq!(replayed, received);
     h.stop().await;
@@ -310,7 +311,8 @@ async fn events_carry_the_trace_context_of_their_request(backend: Backend) {
     .await;
     let events = feed::read_after(&h.producer, Cursor::START, 10)
         .await
-        .unwrap();
+        .unwrap()
+        .events;
     assert!(
         events[0]
             .traceparent
