@@ -60,6 +60,15 @@ impl Suite {
         backend: Backend,
         configure: impl FnOnce(&mut minqing_intake::IntakeConfig),
     ) -> Option<Self> {
+        Self::start_full(backend, configure, |_| {}).await
+    }
+
+    /// Starts every service, letting the closures adjust intake's and matching's configs.
+    pub async fn start_full(
+        backend: Backend,
+        configure: impl FnOnce(&mut minqing_intake::IntakeConfig),
+        configure_matching: impl FnOnce(&mut minqing_matching::MatchingConfig),
+    ) -> Option<Self> {
         let test_db = TestDatabase::new(backend).await?;
         let auth_db = Db::connect(&test_db.options("auth"))
             .await
@@ -106,7 +115,12 @@ impl Suite {
         let intake = minqing_intake::start(&env, intake_config, intake_listener)
             .await
             .expect("intake starts");
-        let matching_config = minqing_matching::MatchingConfig::default();
+        let mut matching_config = minqing_matching::MatchingConfig {
+            // Routing is not started by the suite yet: tests that need its feed stand one in.
+            consume_routing: false,
+            ..Default::default()
+        };
+        configure_matching(&mut matching_config);
         let matching = minqing_matching::start(&env, matching_config, matching_listener)
             .await
             .expect("matching starts");

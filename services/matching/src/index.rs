@@ -137,9 +137,18 @@ impl Index {
     /// Applies the feed's events since the last call: reloads the volunteers they touched.
     pub async fn catch_up(&self) -> Result<(), StoreError> {
         let mut cursor = self.cursor.lock().await;
+        let mut waits = 0;
         loop {
-            let events = feed::read_after(&self.db, *cursor, 1_000).await?;
+            let batch = feed::read_after(&self.db, *cursor, 1_000).await?;
+            let events = batch.events;
             let Some(last) = events.last().map(|e| e.cursor) else {
+                // Events held back behind an older transaction still running (PostgreSQL)
+                // are picked up when it ends; wait a little for them, then let `follow` retry.
+                if batch.held_back && waits < 20 {
+                    waits += 1;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                }
                 return Ok(());
             };
             let mut ids = BTreeSet::new();

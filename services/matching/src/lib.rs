@@ -20,6 +20,7 @@ pub mod ops;
 pub mod plan;
 pub mod pool;
 pub mod rank;
+pub mod routing;
 pub mod store;
 
 use std::sync::Arc;
@@ -29,9 +30,9 @@ use tokio::net::TcpListener;
 
 pub use config::MatchingConfig;
 use minqing_kit::{
-    feed::EventFeedService,
+    feed::{Consumer, ConsumerOptions, EventFeedService, FeedSource},
     server::GrpcServer,
-    service::{ServiceEnv, Started},
+    service::{ServiceEnv, Started, peer_channel},
 };
 use minqing_proto::minqing::matching::v1::{
     matching_server::MatchingServer, needs_server::NeedsServer,
@@ -111,6 +112,25 @@ pub async fn start(
         ops::sweep(sweeper, shutdown).await;
         Ok(())
     }));
+    if config.consume_routing {
+        let source = FeedSource::Grpc {
+            channel: peer_channel(&env.peer("routing", &config.routing_url))?,
+            token: env.service_token.clone(),
+        };
+        let mut opts = ConsumerOptions::new(routing::CONSUMER);
+        opts.kinds = routing::kinds();
+        let consumer = Consumer::new(
+            db.clone(),
+            source,
+            routing::FromRouting { ctx: ctx.clone() },
+            opts,
+        );
+        let shutdown = env.shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            consumer.run(shutdown).await;
+            Ok(())
+        }));
+    }
     tracing::info!(%addr, "matching serving");
     Ok(Started {
         name: NAME,

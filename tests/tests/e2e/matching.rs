@@ -984,9 +984,326 @@ async fn a_batch_plan_fills_places_optimally_and_makes_offers(backend: Backend) 
     suite.stop().await;
 }
 
+/// Routing's feed, stood in: routing's own database and `EventFeed` server from the kit, with
+/// real `CaseRouted` events appended the way routing appends them.
+struct RoutingFeed {
+    db: minqing_kit::db::Db,
+}
+
+impl RoutingFeed {
+    async fn serve(suite: &Suite, listener: tokio::net::TcpListener) -> Self {
+        use minqing_kit::{
+            feed::EventFeedService,
+            server::{GrpcServer, ServeContext},
+        };
+        let db = minqing_kit::db::Db::connect(&suite.test_db.options("routing"))
+            .await
+            .unwrap();
+        db.migrate(&minqing_kit::db::Migrations {
+            sqlite: &[],
+            postgres: &[],
+        })
+        .await
+        .unwrap();
+        let mut server = GrpcServer::new("routing-feed");
+        server.add(EventFeedService::new(db.clone(), suite.shutdown.clone()).into_server(1 << 20));
+        let ctx = ServeContext {
+            config: Default::default(),
+            tokens: suite.tokens.clone(),
+            shutdown: suite.shutdown.clone(),
+        };
+        tokio::spawn(server.serve(listener, ctx));
+        Self { db }
+    }
+
+    async fn append<M: prost::Message + Name>(&self, suite: &Suite, subject: &str, event: &M) {
+        use minqing_kit::feed::{self, EventMeta};
+        let mut tx = self.db.begin().await.unwrap();
+        feed::append(
+            &mut tx,
+            &EventMeta::current("system:routing"),
+            subject,
+            event,
+            suite.clock.now_micros(),
+        )
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+    }
+}
+
+fn routed(
+    case: &str,
+    category: &str,
+    suitable: bool,
+    suite: &Suite,
+) -> minqing_proto::minqing::routing::v1::CaseRouted {
+    use minqing_proto::minqing::routing::v1 as rpb;
+    let place = tpb::Place {
+        district: DISTRICT.into(),
+        street: STREET.into(),
+        community: COMMUNITY.into(),
+        grid: GRID.into(),
+        building: BUILDING.into(),
+        location: None,
+        address: "3号楼2单元".into(),
+    };
+    rpb::CaseRouted {
+        route: Some(rpb::CaseRoute {
+            case: case.into(),
+            facts: Some(rpb::CaseFacts {
+                case: case.into(),
+                category: category.into(),
+                place: Some(place),
+                urgency: tpb::Urgency::High as i32,
+                title: "独居老人需要陪同就医".into(),
+                description: "老人腿脚不便，周四要去医院复查".into(),
+                volunteer_suitable: suitable,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        cause: rpb::RouteCause::Submitted as i32,
+        volunteer_suitable: suitable,
+        category: category.into(),
+        place_codes: vec![
+            DISTRICT.into(),
+            STREET.into(),
+            COMMUNITY.into(),
+            GRID.into(),
+            BUILDING.into(),
+        ],
+        title: "独居老人需要陪同就医".into(),
+        description: "老人腿脚不便，周四要去医院复查".into(),
+        case: case.into(),
+        disposition: tpb::Disposition::Committed as i32,
+        unit: "units/linhuang".into(),
+        due_time: ts(suite, 72),
+        time_limit_working_days: 3,
+        ..Default::default()
+    }
+}
+
+async fn a_case_routed_as_volunteer_suitable_becomes_a_need_matched_claimed_done_and_rated(
+    backend: Backend,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let Some(suite) = Suite::start_full(
+        backend,
+        |_| {},
+        |m| {
+            m.consume_routing = true;
+            m.routing_url = url.clone();
+        },
+    )
+    .await
+    else {
+        return;
+    };
+    let routing = RoutingFeed::serve(&suite, listener).await;
+    let staff = suite
+        .token(
+            "linhuang-staff",
+            Role::CommunityStaff,
+            Some(COMMUNITY),
+            None,
+        )
+        .await;
+    let mut vols = suite.volunteers(&staff).await;
+    let carer = register(&mut vols, volunteer("王师傅", BUILDING, &["elderly-care"])).await;
+
+    // A real case, submitted to intake, that routing judged suitable for volunteers.
+    let mut intake = suite.intake(&staff).await;
+    let mut submission = submission("visit-1");
+    submission.category = ELDERLY_VISITS.into();
+    let case = intake.submit_case(submission).await.unwrap().into_inner();
+    routing
+        .append(
+            &suite,
+            &case.name,
+            &routed(&case.name, ELDERLY_VISITS, true, &suite),
+        )
+        .await;
+    // Not suitable, and another case that will be cancelled.
+    routing
+        .append(
+            &suite,
+            "cases/01a00000-0000-7000-8000-000000000001",
+            &routed(
+                "cases/01a00000-0000-7000-8000-000000000001",
+                STREETLIGHTS,
+                false,
+                &suite,
+            ),
+        )
+        .await;
+    let withdrawn = "cases/01a00000-0000-7000-8000-000000000002";
+    routing
+        .append(
+            &suite,
+            withdrawn,
+            &routed(withdrawn, ELDERLY_VISITS, true, &suite),
+        )
+        .await;
+    // Routed again after a rejection: still one need.
+    routing
+        .append(
+            &suite,
+            &case.name,
+            &routed(&case.name, ELDERLY_VISITS, true, &suite),
+        )
+        .await;
+
+    let needs = suite.needs(&staff).await;
+    let list_for = |case: String| {
+        let mut needs = needs.clone();
+        async move {
+            needs
+                .list_needs(pb::ListNeedsRequest {
+                    case,
+                    states: vec![1, 2, 3, 4, 5],
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .needs
+        }
+    };
+    eventually(
+        Duration::from_secs(10),
+        "the routed cases become needs",
+        || {
+            let (a, b) = (list_for(case.name.clone()), list_for(withdrawn.to_string()));
+            async move { a.await.len() == 1 && b.await.len() == 1 }
+        },
+    )
+    .await;
+    let need = list_for(case.name.clone()).await.remove(0);
+    assert_eq!(need.source, pb::NeedSource::Case as i32);
+    assert_eq!(need.state, pb::NeedState::Open as i32);
+    assert_eq!(need.community, COMMUNITY);
+    assert_eq!(need.urgency, tpb::Urgency::High as i32);
+    assert_eq!(need.skills[0].skill, "elderly-care");
+    assert!(
+        list_for("cases/01a00000-0000-7000-8000-000000000001".into())
+            .await
+            .is_empty()
+    );
+
+    // The case's routing is cancelled (withdrawn): its need is called off.
+    let cancel = minqing_proto::minqing::routing::v1::RoutingCancelled {
+        route: Some(minqing_proto::minqing::routing::v1::CaseRoute {
+            case: withdrawn.into(),
+            ..Default::default()
+        }),
+        reason: "withdrawn by the resident".into(),
+    };
+    routing.append(&suite, withdrawn, &cancel).await;
+    eventually(
+        Duration::from_secs(10),
+        "the withdrawn case's need is cancelled",
+        || {
+            let f = list_for(withdrawn.to_string());
+            async move {
+                f.await
+                    .first()
+                    .is_some_and(|n| n.state == pb::NeedState::Cancelled as i32)
+            }
+        },
+    )
+    .await;
+
+    // Matched, claimed by the volunteer, done and rated.
+    let found = suite
+        .matching(&staff)
+        .await
+        .find_candidates(pb::FindCandidatesRequest {
+            need: need.name.clone(),
+            max_candidates: 5,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(found.candidates[0].volunteer, carer.name);
+    let carer_token = suite
+        .token("wang", Role::Volunteer, None, Some(&carer.name))
+        .await;
+    let claim = suite
+        .needs(&carer_token)
+        .await
+        .claim_need(pb::ClaimNeedRequest {
+            request_id: "claim".into(),
+            need: need.name.clone(),
+            claimant: carer.name.clone(),
+            people: 1,
+            team: String::new(),
+            plan: "周四上午陪同".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        (claim.state, claim.case.as_str()),
+        (pb::AssignmentState::Accepted as i32, case.name.as_str())
+    );
+    let mut carer_matching = suite.matching(&carer_token).await;
+    carer_matching
+        .complete_assignment(pb::CompleteAssignmentRequest {
+            name: claim.name.clone(),
+            minutes: 180,
+            participants: 1,
+            note: "已陪同复查".into(),
+        })
+        .await
+        .unwrap();
+    let rated = suite
+        .matching(&staff)
+        .await
+        .rate_assignment(pb::RateAssignmentRequest {
+            name: claim.name.clone(),
+            satisfaction: pb::Satisfaction::Satisfied as i32,
+            comment: "谢谢".into(),
+            channel: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(rated.state, pb::AssignmentState::Done as i32);
+
+    // Supervision and intake's timeline find every step by the case.
+    let expected: Vec<String> = [
+        pb::NeedPosted::full_name(),
+        pb::NeedClaimed::full_name(),
+        pb::AssignmentCompleted::full_name(),
+        pb::AssignmentRated::full_name(),
+    ]
+    .into();
+    await_kinds(&suite, &expected).await;
+    let rated_payload: Vec<u8> = sqlx::query_scalar("SELECT payload FROM events WHERE kind = $1")
+        .bind(pb::AssignmentRated::full_name())
+        .fetch_one(suite.db("matching").pool())
+        .await
+        .unwrap();
+    let event: pb::AssignmentRated = prost::Message::decode(rated_payload.as_slice()).unwrap();
+    let a = event.assignment.unwrap();
+    assert_eq!(
+        (a.case.as_str(), a.community.as_str(), a.minutes),
+        (case.name.as_str(), COMMUNITY, 180)
+    );
+    assert_eq!(a.place.unwrap().building, BUILDING);
+    assert_eq!(
+        a.rating.unwrap().satisfaction,
+        pb::Satisfaction::Satisfied as i32
+    );
+    suite.stop().await;
+}
+
 backend_tests!(
     menu_need_is_matched_offered_accepted_done_and_rated,
     safety_rules_privacy_and_validation,
     teams_and_organisations_claim_confirm_and_reassign,
     a_batch_plan_fills_places_optimally_and_makes_offers,
+    a_case_routed_as_volunteer_suitable_becomes_a_need_matched_claimed_done_and_rated,
 );
