@@ -70,6 +70,8 @@ pub async fn start(
             .await
             .context("loading the volunteer pool")?,
     );
+    let (audit, audit_writer) =
+        minqing_kit::audit::AuditLog::start(db.clone(), env.clock.clone(), env.shutdown.clone());
     let ctx = Arc::new(ops::Ctx {
         db: db.clone(),
         index: index.clone(),
@@ -77,6 +79,7 @@ pub async fn start(
         config: Arc::new(config.clone()),
         calendar,
         clock: env.clock.clone(),
+        audit,
     });
     let limit = env.common.server.max_message_bytes;
     let mut server = GrpcServer::new(NAME);
@@ -91,16 +94,21 @@ pub async fn start(
             ServiceRecordsServer::new(grpc::RecordsApi(ctx.clone()))
                 .max_decoding_message_size(limit),
         )
-        .add(EventFeedService::new(db.clone(), env.shutdown.clone()).into_server(limit));
+        // Events carry no personal data (volunteers' is cleared), so subscriptions are not audited.
+        .add(EventFeedService::new(db.clone(), env.shutdown.clone()).into_server(limit))
+        .add(minqing_kit::audit::AuditService::new(db.clone()).into_server(limit));
 
     let addr = listener.local_addr()?;
     let serve_ctx = env.serve_context();
-    let mut tasks = vec![tokio::spawn(async move {
-        server
-            .serve(listener, serve_ctx)
-            .await
-            .context("matching server")
-    })];
+    let mut tasks = vec![
+        tokio::spawn(async move {
+            server
+                .serve(listener, serve_ctx)
+                .await
+                .context("matching server")
+        }),
+        audit_writer,
+    ];
     let shutdown = env.shutdown.clone();
     tasks.push(tokio::spawn(async move {
         index.follow(shutdown).await;

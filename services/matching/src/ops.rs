@@ -43,6 +43,8 @@ pub struct Ctx {
     pub calendar: Calendar,
     /// Clock.
     pub clock: Clock,
+    /// Where reads of personal data are recorded.
+    pub audit: minqing_kit::audit::AuditLog,
 }
 
 impl Ctx {

@@ -631,6 +631,31 @@ async fn safety_rules_privacy_and_validation(backend: Backend) {
         let e: pb::VolunteerRegistered = prost::Message::decode(p.as_slice()).unwrap();
         assert!(e.volunteer.unwrap().contact.is_none());
     }
+    // Every read that showed personal data is in the audit log; the supervisor's is not.
+    let audited = |actor: &'static str| {
+        let db = suite.db("matching").clone();
+        let resource = expired.name.clone();
+        async move {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT COUNT(*) FROM audit_log WHERE actor = $1 AND resource = $2",
+            )
+            .bind(actor)
+            .bind(resource)
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+        }
+    };
+    eventually(
+        Duration::from_secs(5),
+        "the staff's reads are audited",
+        || {
+            let count = audited("community_staff:linhuang-staff");
+            async move { count.await >= 1 }
+        },
+    )
+    .await;
+    assert_eq!(audited("supervisor:sup").await, 0);
     // A paused volunteer is not offered anything.
     suite
         .volunteers(&own)

@@ -399,6 +399,23 @@ fn org_personal(p: &Principal, o: &Organisation, places: &[Place]) -> Personal {
     }
 }
 
+/// An organisation as `p` may see it; a read that shows its liaison's contact is audited.
+async fn org_wire(
+    ctx: &Ctx,
+    p: &Principal,
+    o: &Organisation,
+    places: &[Place],
+    rpc: &str,
+) -> pb::Organisation {
+    let shown = org_personal(p, o, places);
+    if shown == Personal::Shown && o.contact != crate::domain::Contact::default() {
+        ctx.audit
+            .record(p, minqing_kit::audit::READ_PERSONAL_DATA, &o.name(), rpc)
+            .await;
+    }
+    convert::organisation(o, shown)
+}
+
 fn org_places(ctx: &Ctx, o: &Organisation) -> Vec<Place> {
     let mut v = FieldViolations::new();
     o.communities
@@ -450,10 +467,14 @@ pub(super) async fn create_org(
             };
             ops::emit(&mut tx, &principal.actor(), &org.name(), &event, now).await?;
             tx.commit().await?;
-            Ok(convert::organisation(
+            Ok(org_wire(
+                ctx,
+                &principal,
                 &org,
-                org_personal(&principal, &org, &f.places),
-            ))
+                &f.places,
+                "minqing.matching.v1.Volunteers/CreateOrganisation",
+            )
+            .await)
         }
         Inserted::Existing {
             request_hash,
@@ -462,10 +483,14 @@ pub(super) async fn create_org(
             tx.rollback().await?;
             if request_hash == h {
                 let places = org_places(ctx, &value);
-                Ok(convert::organisation(
+                Ok(org_wire(
+                    ctx,
+                    &principal,
                     &value,
-                    org_personal(&principal, &value, &places),
-                ))
+                    &places,
+                    "minqing.matching.v1.Volunteers/CreateOrganisation",
+                )
+                .await)
             } else {
                 Err(Error::precondition(
                     "REQUEST_ID_REUSED",
@@ -492,10 +517,14 @@ pub(super) async fn get_org(
         .await?
         .ok_or_else(|| Error::NotFound("organisation", name.clone()))?;
     let places = org_places(ctx, &org);
-    Ok(convert::organisation(
+    Ok(org_wire(
+        ctx,
+        &principal,
         &org,
-        org_personal(&principal, &org, &places),
-    ))
+        &places,
+        "minqing.matching.v1.Volunteers/GetOrganisation",
+    )
+    .await)
 }
 
 pub(super) async fn list_orgs(
@@ -538,13 +567,20 @@ pub(super) async fn list_orgs(
     } else {
         String::new()
     };
-    let organisations = orgs
-        .iter()
-        .map(|o| {
-            let places = org_places(ctx, o);
-            convert::organisation(o, org_personal(&principal, o, &places))
-        })
-        .collect();
+    let mut organisations = Vec::with_capacity(orgs.len());
+    for o in &orgs {
+        let places = org_places(ctx, o);
+        organisations.push(
+            org_wire(
+                ctx,
+                &principal,
+                o,
+                &places,
+                "minqing.matching.v1.Volunteers/ListOrganisations",
+            )
+            .await,
+        );
+    }
     Ok(pb::ListOrganisationsResponse {
         organisations,
         next_page_token: next,
@@ -629,10 +665,14 @@ pub(super) async fn update_org(
         tx.commit().await?;
         Ok((org, f.places))
     })?;
-    Ok(convert::organisation(
+    Ok(org_wire(
+        ctx,
+        &principal,
         &org,
-        org_personal(&principal, &org, &places),
-    ))
+        &places,
+        "minqing.matching.v1.Volunteers/UpdateOrganisation",
+    )
+    .await)
 }
 
 pub(super) async fn retire_org(
@@ -682,8 +722,12 @@ pub(super) async fn retire_org(
         Ok(org)
     })?;
     let places = org_places(ctx, &org);
-    Ok(convert::organisation(
+    Ok(org_wire(
+        ctx,
+        &principal,
         &org,
-        org_personal(&principal, &org, &places),
-    ))
+        &places,
+        "minqing.matching.v1.Volunteers/RetireOrganisation",
+    )
+    .await)
 }

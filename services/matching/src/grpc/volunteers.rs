@@ -299,9 +299,21 @@ pub(crate) async fn stats(ctx: &Ctx, v: &Volunteer) -> Result<pb::VolunteerStats
     })
 }
 
-pub(crate) async fn wire(ctx: &Ctx, p: &Principal, v: &Volunteer) -> Result<pb::Volunteer, Error> {
+/// A volunteer as `p` may see them; a read that shows personal data is audited.
+pub(crate) async fn wire(
+    ctx: &Ctx,
+    p: &Principal,
+    v: &Volunteer,
+    rpc: &str,
+) -> Result<pb::Volunteer, Error> {
     let stats = stats(ctx, v).await?;
-    Ok(convert::volunteer(v, personal(p, v), Some(stats)))
+    let shown = personal(p, v);
+    if shown == Personal::Shown {
+        ctx.audit
+            .record(p, minqing_kit::audit::READ_PERSONAL_DATA, &v.name(), rpc)
+            .await;
+    }
+    Ok(convert::volunteer(v, shown, Some(stats)))
 }
 
 fn public(v: &Volunteer) -> pb::Volunteer {
@@ -392,7 +404,15 @@ pub(super) async fn create(
     in_scope(&principal, &profile.home)?;
     check_refs(ctx, &profile, "volunteer.").await?;
     match register(ctx, &principal, req.request_id, &h, profile).await? {
-        Ok((vol, _)) => wire(ctx, &principal, &vol).await,
+        Ok((vol, _)) => {
+            wire(
+                ctx,
+                &principal,
+                &vol,
+                "minqing.matching.v1.Volunteers/CreateVolunteer",
+            )
+            .await
+        }
         Err(existing) => Err(Error::Precondition(
             "EXTERNAL_ID_TAKEN",
             existing.name(),
@@ -433,7 +453,13 @@ pub(super) async fn get(
 ) -> Result<pb::Volunteer, Error> {
     let principal = caller(&request)?.clone();
     let vol = visible(ctx, &principal, &request.get_ref().name).await?;
-    wire(ctx, &principal, &vol).await
+    wire(
+        ctx,
+        &principal,
+        &vol,
+        "minqing.matching.v1.Volunteers/GetVolunteer",
+    )
+    .await
 }
 
 pub(super) async fn list(
@@ -499,7 +525,15 @@ pub(super) async fn list(
     };
     let mut volunteers = Vec::with_capacity(rows.len());
     for vol in &rows {
-        volunteers.push(wire(ctx, &principal, vol).await?);
+        volunteers.push(
+            wire(
+                ctx,
+                &principal,
+                vol,
+                "minqing.matching.v1.Volunteers/ListVolunteers",
+            )
+            .await?,
+        );
     }
     Ok(pb::ListVolunteersResponse {
         volunteers,
@@ -618,7 +652,13 @@ pub(super) async fn update(
         Ok(vol)
     })?;
     ctx.index.reload([vol.id.clone()]).await?;
-    wire(ctx, &principal, &vol).await
+    wire(
+        ctx,
+        &principal,
+        &vol,
+        "minqing.matching.v1.Volunteers/UpdateVolunteer",
+    )
+    .await
 }
 
 /// Changes a volunteer's state in one transaction; `change` edits it and returns the event.
@@ -740,7 +780,13 @@ pub(super) async fn pause(
         }))
     })
     .await?;
-    wire(ctx, &principal, &vol).await
+    wire(
+        ctx,
+        &principal,
+        &vol,
+        "minqing.matching.v1.Volunteers/PauseVolunteer",
+    )
+    .await
 }
 
 pub(super) async fn resume(
@@ -770,7 +816,13 @@ pub(super) async fn resume(
         },
     )
     .await?;
-    wire(ctx, &principal, &vol).await
+    wire(
+        ctx,
+        &principal,
+        &vol,
+        "minqing.matching.v1.Volunteers/ResumeVolunteer",
+    )
+    .await
 }
 
 pub(super) async fn retire(
@@ -797,7 +849,13 @@ pub(super) async fn retire(
         }))
     })
     .await?;
-    wire(ctx, &principal, &vol).await
+    wire(
+        ctx,
+        &principal,
+        &vol,
+        "minqing.matching.v1.Volunteers/RetireVolunteer",
+    )
+    .await
 }
 
 pub(super) async fn import(
