@@ -493,3 +493,55 @@ pub async fn sweep_once(ctx: &Ctx) -> Result<usize, Error> {
     ctx.index.reload(touched).await?;
     Ok(ids.len())
 }
+
+/// Calls `need` off (in memory, at its database version): its open assignments are
+/// cancelled with `assignment_reason`; the ids of volunteers touched.
+pub async fn cancel_need(
+    tx: &mut Tx,
+    need: &mut Need,
+    reason: &str,
+    assignment_reason: &str,
+    actor: &str,
+    now: Micros,
+) -> Result<Vec<String>, Error> {
+    let expected = need.version;
+    let mut ended = Vec::new();
+    for mut a in store::assignments::open_for_need(tx.conn(), &need.id).await? {
+        let ea = a.version;
+        a.state = AssignmentState::Cancelled;
+        a.end_reason = assignment_reason.to_string();
+        a.update_time = now;
+        a.version += 1;
+        save_assignment(tx, &a, ea).await?;
+        touch_assignee(tx, &a.assignee).await?;
+        ended.push(a);
+    }
+    need.state = NeedState::Cancelled;
+    need.people_pending = 0;
+    need.people_accepted = need.people_done;
+    need.cancel_reason = reason.to_string();
+    need.update_time = now;
+    need.version += 1;
+    if !store::needs::update(tx, need, expected).await? {
+        return Err(Error::Conflict);
+    }
+    for a in &ended {
+        let event = pb::AssignmentCancelled {
+            assignment: Some(convert::assignment(a)),
+            need: Some(convert::need(need)),
+            reason: a.end_reason.clone(),
+        };
+        emit(tx, actor, &a.name(), &event, now).await?;
+    }
+    let event = pb::NeedCancelled {
+        need: Some(convert::need(need)),
+        reason: reason.to_string(),
+        cancelled_assignments: ended.iter().map(Assignment::name).collect(),
+    };
+    emit(tx, actor, &need.name(), &event, now).await?;
+    Ok(ended
+        .into_iter()
+        .filter(|a| a.assignee.kind == AssigneeKind::Volunteer)
+        .map(|a| a.assignee.id)
+        .collect())
+}

@@ -8,10 +8,7 @@ use std::sync::Arc;
 use prost::{Message, Name};
 
 use crate::{
-    domain::{
-        AssignmentState, ClaimPolicy, Need, NeedSource, NeedSpec, NeedState, SkillRequirement,
-        Urgency,
-    },
+    domain::{ClaimPolicy, Need, NeedSource, NeedSpec, NeedState, SkillRequirement, Urgency},
     grpc::{convert, validate},
     ops::{self, Ctx},
     store::{self, Inserted},
@@ -257,45 +254,10 @@ impl FromRouting {
             if matches!(need.state, NeedState::Done | NeedState::Cancelled) {
                 continue;
             }
-            let expected = need.version;
-            let mut cancelled = Vec::new();
-            for mut a in store::assignments::open_for_need(tx.conn(), &need.id).await? {
-                let ea = a.version;
-                a.state = AssignmentState::Cancelled;
-                a.end_reason = "the case was withdrawn".into();
-                a.update_time = now;
-                a.version += 1;
-                ops::save_assignment(tx, &a, ea)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                ops::touch_assignee(tx, &a.assignee)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                let event = pb::AssignmentCancelled {
-                    assignment: Some(convert::assignment(&a)),
-                    need: None,
-                    reason: a.end_reason.clone(),
-                };
-                ops::emit(tx, ACTOR, &a.name(), &event, now)
-                    .await
-                    .map_err(|e| anyhow::anyhow!("{e}"))?;
-                cancelled.push(a.name());
-            }
-            need.state = NeedState::Cancelled;
-            need.people_pending = 0;
-            need.people_accepted = need.people_done;
-            need.cancel_reason = format!("the case's routing was cancelled: {reason}");
-            need.update_time = now;
-            need.version += 1;
-            if !store::needs::update(tx, &need, expected).await? {
-                anyhow::bail!("need {} changed while being cancelled", need.id);
-            }
-            let event = pb::NeedCancelled {
-                need: Some(convert::need(&need)),
-                reason: need.cancel_reason.clone(),
-                cancelled_assignments: cancelled,
-            };
-            ops::emit(tx, ACTOR, &need.name(), &event, now)
+            let reason = format!("the case's routing was cancelled: {reason}");
+            // The volunteers whose offers end here are reloaded by the pool, which follows
+            // matching's own feed, once this commits.
+            ops::cancel_need(tx, &mut need, &reason, "the case was withdrawn", ACTOR, now)
                 .await
                 .map_err(|e| anyhow::anyhow!("{e}"))?;
         }

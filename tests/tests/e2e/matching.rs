@@ -1325,10 +1325,119 @@ async fn a_case_routed_as_volunteer_suitable_becomes_a_need_matched_claimed_done
     suite.stop().await;
 }
 
+async fn an_unanswered_offer_expires_and_goes_to_the_next_candidate(backend: Backend) {
+    let Some(suite) = Suite::start_full(backend, |_| {}, |m| m.sweep_interval_seconds = 1).await
+    else {
+        return;
+    };
+    let staff = suite
+        .token(
+            "linhuang-staff",
+            Role::CommunityStaff,
+            Some(COMMUNITY),
+            None,
+        )
+        .await;
+    let mut vols = suite.volunteers(&staff).await;
+    let first = register(&mut vols, volunteer("甲", BUILDING, &["elderly-care"])).await;
+    let second = register(
+        &mut vols,
+        volunteer("乙", "620102001001-g01-b02", &["elderly-care"]),
+    )
+    .await;
+    let mut n = need(&suite, "探访", &["elderly-care"], 1);
+    n.start_time = ts(&suite, 72);
+    n.end_time = ts(&suite, 80);
+    let n = suite
+        .needs(&staff)
+        .await
+        .create_need(pb::CreateNeedRequest {
+            request_id: "n".into(),
+            need: Some(n),
+            publish: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut matching = suite.matching(&staff).await;
+    let offer = matching
+        .offer_need(pb::OfferNeedRequest {
+            need: n.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(offer.assignee, first.name);
+    // 48 hours pass unanswered.
+    suite.clock.advance(chrono::Duration::hours(49));
+    eventually(
+        Duration::from_secs(10),
+        "the offer expires and is re-offered",
+        || {
+            let mut matching = matching.clone();
+            let need = n.name.clone();
+            async move {
+                let list = matching
+                    .list_assignments(pb::ListAssignmentsRequest {
+                        need,
+                        ..Default::default()
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                list.assignments.len() == 2
+            }
+        },
+    )
+    .await;
+    let expired = matching
+        .get_assignment(pb::GetAssignmentRequest {
+            name: offer.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(expired.state, pb::AssignmentState::Expired as i32);
+    let list = matching
+        .list_assignments(pb::ListAssignmentsRequest {
+            need: n.name.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let next = list
+        .assignments
+        .iter()
+        .find(|a| a.name != offer.name)
+        .unwrap();
+    assert_eq!(
+        (next.assignee.as_str(), next.previous.as_str()),
+        (second.name.as_str(), offer.name.as_str())
+    );
+    // Too late to accept the expired one.
+    let first_token = suite
+        .token("jia", Role::Volunteer, None, Some(&first.name))
+        .await;
+    let err = suite
+        .matching(&first_token)
+        .await
+        .accept_assignment(pb::AcceptAssignmentRequest {
+            name: offer.name.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition);
+    await_kinds(&suite, &[pb::AssignmentExpired::full_name()]).await;
+    suite.stop().await;
+}
+
 backend_tests!(
     menu_need_is_matched_offered_accepted_done_and_rated,
     safety_rules_privacy_and_validation,
     teams_and_organisations_claim_confirm_and_reassign,
     a_batch_plan_fills_places_optimally_and_makes_offers,
     a_case_routed_as_volunteer_suitable_becomes_a_need_matched_claimed_done_and_rated,
+    an_unanswered_offer_expires_and_goes_to_the_next_candidate,
 );

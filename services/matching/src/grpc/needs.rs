@@ -8,8 +8,8 @@ use super::{
 };
 use crate::{
     domain::{
-        AssigneeKind, AssignmentState, ClaimPolicy, Menu, Need, NeedSource, NeedSpec, NeedState,
-        SkillRequirement, Urgency,
+        AssigneeKind, ClaimPolicy, Menu, Need, NeedSource, NeedSpec, NeedState, SkillRequirement,
+        Urgency,
     },
     error::Error,
     ops::{self, Ctx},
@@ -460,41 +460,15 @@ pub(super) async fn cancel(
             }
             _ => {}
         }
-        let expected = need.version;
-        let mut cancelled = Vec::new();
-        let mut touched = Vec::new();
-        for mut a in store::assignments::open_for_need(tx.conn(), &id).await? {
-            let ea = a.version;
-            a.state = AssignmentState::Cancelled;
-            a.end_reason = format!("the need was cancelled: {reason}");
-            a.update_time = now;
-            a.version += 1;
-            ops::save_assignment(&mut tx, &a, ea).await?;
-            ops::touch_assignee(&mut tx, &a.assignee).await?;
-            let event = pb::AssignmentCancelled {
-                assignment: Some(convert::assignment(&a)),
-                need: None,
-                reason: a.end_reason.clone(),
-            };
-            ops::emit(&mut tx, &actor, &a.name(), &event, now).await?;
-            cancelled.push(a.name());
-            touched.push(a.assignee.id.clone());
-        }
-        need.state = NeedState::Cancelled;
-        need.people_pending = 0;
-        need.people_accepted = need.people_done;
-        need.cancel_reason = reason.clone();
-        need.update_time = now;
-        need.version += 1;
-        if !store::needs::update(&mut tx, &need, expected).await? {
-            return Err(Error::Conflict);
-        }
-        let event = pb::NeedCancelled {
-            need: Some(convert::need(&need)),
-            reason: reason.clone(),
-            cancelled_assignments: cancelled,
-        };
-        ops::emit(&mut tx, &actor, &need.name(), &event, now).await?;
+        let touched = ops::cancel_need(
+            &mut tx,
+            &mut need,
+            &reason,
+            &format!("the need was cancelled: {reason}"),
+            &actor,
+            now,
+        )
+        .await?;
         tx.commit().await?;
         Ok((need, touched))
     })?;
