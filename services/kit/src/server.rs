@@ -10,9 +10,14 @@ use std::{
 };
 
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+
 use tokio_util::sync::CancellationToken;
-use tonic::{body::Body, server::NamedService, service::RoutesBuilder, transport::Server};
+use tonic::{
+    body::Body,
+    server::NamedService,
+    service::RoutesBuilder,
+    transport::{Server, server::TcpIncoming},
+};
 use tonic_health::{ServingStatus, server::HealthReporter};
 use tower::{Layer, Service, ServiceBuilder};
 use tracing::Instrument;
@@ -154,12 +159,17 @@ impl GrpcServer {
         let server = Server::builder()
             // Unary calls are cancelled after this (or the caller's grpc-timeout if sooner).
             .timeout(Duration::from_millis(ctx.config.request_timeout_ms))
-            .tcp_nodelay(true)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
             .layer(stack)
             .add_routes(self.routes.routes())
-            .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+            .serve_with_incoming_shutdown(
+                // Nagle off on every accepted connection: with it on, a small response waits
+                // for the client's delayed ACK (~40 ms). The builder's `tcp_nodelay` applies
+                // only to listeners tonic binds itself, so it is set here.
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                signal,
+            );
         let grace = Duration::from_millis(ctx.config.shutdown_grace_ms);
         let deadline = async {
             ctx.shutdown.cancelled().await;
