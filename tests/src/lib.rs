@@ -21,6 +21,10 @@ use minqing_proto::minqing::{
     events::v1::event_feed_client::EventFeedClient,
     intake::v1::{catalogue_client::CatalogueClient, intake_client::IntakeClient},
     liaison::v1::liaison_stations_client::LiaisonStationsClient,
+    matching::v1::{
+        matching_client::MatchingClient, needs_client::NeedsClient,
+        service_records_client::ServiceRecordsClient, volunteers_client::VolunteersClient,
+    },
     routing::v1::{routing_client::RoutingClient, unit_desk_client::UnitDeskClient},
 };
 use tokio_util::sync::CancellationToken;
@@ -54,6 +58,8 @@ pub struct Options {
     pub intake: minqing_intake::IntakeConfig,
     /// Routing's config; `None` to run without routing.
     pub routing: Option<minqing_routing::RoutingConfig>,
+    /// Matching's config; `None` to run without matching.
+    pub matching: Option<minqing_matching::MatchingConfig>,
 }
 
 impl Default for Options {
@@ -65,6 +71,7 @@ impl Default for Options {
                 sweep_interval_ms: 50,
                 ..Default::default()
             }),
+            matching: Some(minqing_matching::MatchingConfig::default()),
         }
     }
 }
@@ -72,6 +79,7 @@ impl Default for Options {
 /// Intake alone: for tests of intake that read its state without routing changing it.
 pub fn intake_only(o: &mut Options) {
     o.routing = None;
+    o.matching = None;
     o.intake.follow_routing = false;
 }
 
@@ -87,6 +95,21 @@ impl Suite {
         configure: impl FnOnce(&mut minqing_intake::IntakeConfig),
     ) -> Option<Self> {
         Self::start_opts(backend, |o| configure(&mut o.intake)).await
+    }
+
+    /// Starts every service, letting the closures adjust intake's and matching's configs.
+    pub async fn start_full(
+        backend: Backend,
+        configure: impl FnOnce(&mut minqing_intake::IntakeConfig),
+        configure_matching: impl FnOnce(&mut minqing_matching::MatchingConfig),
+    ) -> Option<Self> {
+        Self::start_opts(backend, |o| {
+            configure(&mut o.intake);
+            if let Some(m) = o.matching.as_mut() {
+                configure_matching(m);
+            }
+        })
+        .await
     }
 
     /// Starts the services `configure` leaves in, configured as it says.
@@ -120,15 +143,25 @@ impl Suite {
 
         let intake_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let routing_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let matching_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut peers = BTreeMap::new();
         peers.insert(
             "intake".to_string(),
             format!("http://{}", intake_listener.local_addr().unwrap()),
         );
-        peers.insert(
-            "routing".to_string(),
-            format!("http://{}", routing_listener.local_addr().unwrap()),
-        );
+        // Only services that run are peers: a test may stand one in at its configured address.
+        if options.routing.is_some() {
+            peers.insert(
+                "routing".to_string(),
+                format!("http://{}", routing_listener.local_addr().unwrap()),
+            );
+        }
+        if options.matching.is_some() {
+            peers.insert(
+                "matching".to_string(),
+                format!("http://{}", matching_listener.local_addr().unwrap()),
+            );
+        }
         let env = ServiceEnv {
             common,
             tokens: tokens.clone(),
@@ -147,6 +180,12 @@ impl Suite {
                 .await
                 .expect("routing starts");
             services.insert("routing", routing);
+        }
+        if let Some(config) = options.matching {
+            let matching = minqing_matching::start(&env, config, matching_listener)
+                .await
+                .expect("matching starts");
+            services.insert("matching", matching);
         }
         Some(Self {
             test_db,
@@ -203,6 +242,29 @@ impl Suite {
     /// An intake client using `token`.
     pub async fn intake(&self, token: &str) -> IntakeClient<Authed> {
         IntakeClient::with_interceptor(self.channel("intake").await, BearerToken::new(token))
+    }
+
+    /// Matching's volunteer, team and organisation client using `token`.
+    pub async fn volunteers(&self, token: &str) -> VolunteersClient<Authed> {
+        VolunteersClient::with_interceptor(self.channel("matching").await, BearerToken::new(token))
+    }
+
+    /// Matching's needs, menus and claims client using `token`.
+    pub async fn needs(&self, token: &str) -> NeedsClient<Authed> {
+        NeedsClient::with_interceptor(self.channel("matching").await, BearerToken::new(token))
+    }
+
+    /// Matching's candidates, plans and assignments client using `token`.
+    pub async fn matching(&self, token: &str) -> MatchingClient<Authed> {
+        MatchingClient::with_interceptor(self.channel("matching").await, BearerToken::new(token))
+    }
+
+    /// Matching's service records client using `token`.
+    pub async fn records(&self, token: &str) -> ServiceRecordsClient<Authed> {
+        ServiceRecordsClient::with_interceptor(
+            self.channel("matching").await,
+            BearerToken::new(token),
+        )
     }
 
     /// A routing client using `token`.

@@ -315,7 +315,17 @@ fn apply_env(
 }
 
 /// `MINQING_*` variables that are not configuration keys.
-const NON_CONFIG_VARS: &[&str] = &["token", "config", "endpoint", "service_token"];
+const NON_CONFIG_VARS: &[&str] = &[
+    "token",
+    "config",
+    "endpoint",
+    "service_token",
+    // The CLI's address of matching.
+    "matching_endpoint",
+    // The test harness's (scripts/test.sh, CI): a `minqing up` started by a test inherits them.
+    "test_postgres_url",
+    "require_postgres",
+];
 
 fn parse_env_value(raw: &str) -> toml::Value {
     // `key = <raw>` parses numbers, booleans and arrays; anything else is a plain string.

@@ -34,6 +34,12 @@ enum Command {
     /// The gazetteer of places.
     #[command(subcommand)]
     Places(crate::client::PlacesCommand),
+    /// Volunteers: CSV import, list.
+    #[command(subcommand)]
+    Volunteer(crate::matching_cli::VolunteerCommand),
+    /// Needs (the menu): list, candidates, batch plan.
+    #[command(subcommand)]
+    Need(crate::matching_cli::NeedCommand),
     /// Bearer tokens (city admin).
     #[command(subcommand)]
     Token(crate::client::TokenCommand),
@@ -99,6 +105,8 @@ impl Cli {
             Command::Case(c) => c.run().await,
             Command::Catalogue(c) => c.run().await,
             Command::Places(c) => c.run().await,
+            Command::Volunteer(c) => c.run().await,
+            Command::Need(c) => c.run().await,
             Command::Token(c) => c.run().await,
             Command::Audit(c) => c.run().await,
             Command::Unit(c) => c.run().await,

@@ -19,6 +19,7 @@ macro_rules! say {
 mod bench;
 mod cli;
 mod client;
+mod matching_cli;
 mod route_bench;
 mod routing_cli;
 mod run;

@@ -10,7 +10,7 @@ use minqing_kit::{
 };
 
 /// Config sections the services own (`[intake]`, …).
-pub const SECTIONS: &[&str] = &["intake", "routing"];
+pub const SECTIONS: &[&str] = &["intake", "routing", "matching"];
 
 /// A service of the suite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -19,17 +19,20 @@ pub enum Service {
     Intake,
     /// Dispatch rules, units, partner agencies' desks, deputies' liaison stations.
     Routing,
+    /// Volunteers, teams and partner organisations; the menu; matching; service records.
+    Matching,
 }
 
 impl Service {
     /// Every service, in start order.
-    pub const ALL: &[Service] = &[Service::Intake, Service::Routing];
+    pub const ALL: &[Service] = &[Service::Intake, Service::Routing, Service::Matching];
 
     /// Its name.
     pub fn name(self) -> &'static str {
         match self {
             Service::Intake => minqing_intake::NAME,
             Service::Routing => minqing_routing::NAME,
+            Service::Matching => minqing_matching::NAME,
         }
     }
 
@@ -39,6 +42,9 @@ impl Service {
             Service::Intake => "minqing.intake.v1.Intake, minqing.intake.v1.Catalogue",
             Service::Routing => {
                 "minqing.routing.v1.Routing, minqing.routing.v1.UnitDesk, minqing.liaison.v1.LiaisonStations"
+            }
+            Service::Matching => {
+                "minqing.matching.v1.Volunteers, .Needs, .Matching, .ServiceRecords"
             }
         }
     }
@@ -60,6 +66,11 @@ impl Service {
                 c.validate().map_err(invalid)?;
                 Ok(c.listen)
             }
+            Service::Matching => {
+                let c: minqing_matching::MatchingConfig = settings.section(self.name())?;
+                c.validate().map_err(invalid)?;
+                Ok(c.listen)
+            }
         }
     }
 
@@ -76,6 +87,9 @@ impl Service {
             }
             Service::Routing => {
                 minqing_routing::start(env, settings.section(self.name())?, listener).await
+            }
+            Service::Matching => {
+                minqing_matching::start(env, settings.section(self.name())?, listener).await
             }
         }
     }

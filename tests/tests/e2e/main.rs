@@ -2,5 +2,6 @@
 //! a fresh SQLite database and (where reachable) a fresh PostgreSQL database each.
 
 mod intake;
+mod matching;
 mod routing;
 mod support;

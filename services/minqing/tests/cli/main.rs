@@ -36,6 +36,7 @@ fn start(args: &[&str], data_dir: &Path, extra_env: &[(&str, &str)]) -> Running 
         .arg(data_dir)
         .env("MINQING_INTAKE__LISTEN", "127.0.0.1:0")
         .env("MINQING_ROUTING__LISTEN", "127.0.0.1:0")
+        .env("MINQING_MATCHING__LISTEN", "127.0.0.1:0")
         .env("MINQING_HTTP_LISTEN", "127.0.0.1:0")
         .env("MINQING_LOG__FILTER", "warn")
         .env_remove("MINQING_DATABASE_URL")
@@ -499,4 +500,81 @@ fn a_collector_that_is_down_costs_nothing_but_log_lines() {
     assert!(ok && out.contains("onsite"));
     let (ok, stderr) = interrupt(running);
     assert!(ok, "{stderr}");
+}
+
+/// The address a service's banner line names (`  matching     grpc://…`).
+fn service_addr(running: &Running, service: &str) -> String {
+    running
+        .banner
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(service))
+        .and_then(|l| l.split_whitespace().find_map(|w| w.strip_prefix("grpc://")))
+        .map(|a| format!("http://{a}"))
+        .unwrap_or_else(|| panic!("no {service} line in the banner:\n{}", running.banner))
+}
+
+#[test]
+fn volunteers_import_from_csv_with_progress_and_row_by_row_results() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(&["up"], dir.path(), &[]);
+    let matching = service_addr(&running, "matching");
+    let csv = dir.path().join("volunteers.csv");
+    std::fs::write(
+        &csv,
+        "external_id,display_name,name,phone,building,skills,languages,availability,weekly_hours,max_open_tasks,party_member,teams,offers,show_name\n\
+         LH-0001,王师傅,王建国,13909310001,620102001001-g01-b01,elderly-care;first-aid@2027-05-01,zh,mon 18:00-21:00;sat 09:00-12:00,6,3,yes,,yes,yes\n\
+         LH-0002,李阿姨,李秀英,13909310002,620102001001-g01-b02,tutoring,zh;en,wed 16:30-18:00,3,2,no,,yes,no\n\
+         LH-0003,,赵强,123,nowhere,Bad Skill,zh,someday,x,1,no,,yes,no\n",
+    )
+    .unwrap();
+    let import = |extra: &[&str]| {
+        let out = Command::new(BIN)
+            .args(["volunteer", "import"])
+            .arg(&csv)
+            .args(extra)
+            .args(["--endpoint", &matching])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("MINQING_TOKEN")
+            .output()
+            .expect("the CLI runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (ok, out) = import(&[]);
+    assert!(!ok, "a failed row makes the import fail: {out}");
+    assert!(
+        out.contains("2 registered, 0 updated, 0 unchanged, 1 failed"),
+        "{out}"
+    );
+    assert!(out.contains("line 4"), "{out}");
+    // Again: nothing new; with --update-existing the rows are updated.
+    let (_, out) = import(&[]);
+    assert!(
+        out.contains("0 registered, 0 updated, 2 unchanged, 1 failed"),
+        "{out}"
+    );
+    let out = Command::new(BIN)
+        .args([
+            "volunteer",
+            "list",
+            "--skill",
+            "elderly-care",
+            "--endpoint",
+            &matching,
+        ])
+        .arg("--data-dir")
+        .arg(dir.path())
+        .env_remove("MINQING_TOKEN")
+        .output()
+        .unwrap();
+    let listed = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && listed.contains("王师傅") && !listed.contains("李阿姨"),
+        "{listed}"
+    );
+    let (ok, _) = interrupt(running);
+    assert!(ok);
 }
