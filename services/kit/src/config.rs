@@ -320,8 +320,10 @@ const NON_CONFIG_VARS: &[&str] = &[
     "config",
     "endpoint",
     "service_token",
-    // The CLI's address of matching.
+        // The CLI's addresses of the other services.
+    "routing_endpoint",
     "matching_endpoint",
+    "supervision_endpoint",
     // The test harness's (scripts/test.sh, CI): a `minqing up` started by a test inherits them.
     "test_postgres_url",
     "require_postgres",
