@@ -320,7 +320,7 @@ const NON_CONFIG_VARS: &[&str] = &[
     "config",
     "endpoint",
     "service_token",
-        // The CLI's addresses of the other services.
+    // The CLI's addresses of the other services.
     "routing_endpoint",
     "matching_endpoint",
     "supervision_endpoint",
