@@ -19,6 +19,7 @@ pub mod grpc;
 pub mod places;
 pub mod routed;
 pub mod store;
+pub mod submit;
 
 use std::sync::Arc;
 
@@ -79,6 +80,7 @@ pub async fn start(
         catalogue: Arc::new(catalogue),
         gazetteer: Arc::new(gazetteer),
         clock: env.clock.clone(),
+        submitter: submit::Submitter::start(db.clone()),
     });
     let limit = env.common.server.max_message_bytes;
     let mut server = GrpcServer::new(NAME);

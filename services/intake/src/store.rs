@@ -1,6 +1,8 @@
 //! Intake's storage. Functions that change state take the handler's `&mut Tx`, so the change
 //! and its event commit together; reads take any executor.
 
+use std::collections::HashSet;
+
 use sqlx::{Any, AnyConnection, Executor, Row, any::AnyRow};
 
 use crate::domain::{Case, CaseState, Cluster, Disposition, LatLng, Submission};
@@ -91,6 +93,15 @@ pub enum Inserted {
         case: Box<Case>,
     },
 }
+
+/// The columns a new case writes, in `bind_case` order.
+const CASE_INSERT_COLUMNS: &str = "id, recorded_by, request_id, request_hash, channel, \
+    category, urgency, district, street, community, grid, building, lat_e6, lng_e6, reporter_phone, \
+    state, disposition, handling_unit, due_time, cluster_id, supplement_count, withdraw_reason, \
+    create_time, update_time, version, submission, compare_text";
+
+/// How many values `bind_case` binds.
+const CASE_INSERT_VALUES: usize = 27;
 
 const INSERT_CASE: &str = "INSERT INTO cases (id, recorded_by, request_id, request_hash, channel, \
     category, urgency, district, street, community, grid, building, lat_e6, lng_e6, reporter_phone, \
@@ -189,11 +200,88 @@ pub async fn submit_case(
     if inserted {
         return Ok(Inserted::New);
     }
+    existing_case(db, &case.recorded_by, &case.request_id).await
+}
+
+/// A new case waiting to be written with its `CaseSubmitted` event.
+#[derive(Debug)]
+pub struct NewCase {
+    /// The case.
+    pub case: Case,
+    /// Hash of the request that made it (for idempotent retries).
+    pub request_hash: String,
+    /// Its `CaseSubmitted` event.
+    pub event: EventRow,
+}
+
+/// Cases per multi-row statement: 27 values each stays far below SQLite's 32,766 and
+/// PostgreSQL's 65,535 bind parameters.
+const CASES_PER_STATEMENT: usize = 500;
+
+/// Accepts many new cases and their events in one transaction (group commit): one multi-row
+/// insert of the cases, one of the events of those that were new, one durable commit. A case
+/// whose `(recorded_by, request_id)` was used before — by an earlier request or by an earlier
+/// case of the same batch — writes nothing and gets the earlier case back, exactly as
+/// [`submit_case`] would. The answers are in the order of `batch`.
+pub async fn submit_cases(db: &Db, batch: &[NewCase]) -> Result<Vec<Inserted>, StoreError> {
+    let mut tx = db.begin().await?;
+    let mut inserted: HashSet<String> = HashSet::with_capacity(batch.len());
+    for chunk in batch.chunks(CASES_PER_STATEMENT) {
+        let values = (0..chunk.len())
+            .map(|i| {
+                let placeholders = (1..=CASE_INSERT_VALUES)
+                    .map(|k| format!("${}", i * CASE_INSERT_VALUES + k))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                format!("({placeholders})")
+            })
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "INSERT INTO cases ({CASE_INSERT_COLUMNS}) VALUES {values} \
+             ON CONFLICT (recorded_by, request_id) DO NOTHING RETURNING id"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for item in chunk {
+            query = bind_case(query, &item.case, &item.request_hash)?;
+        }
+        for row in query.fetch_all(tx.conn()).await? {
+            inserted.insert(row.try_get::<String, _>(0)?);
+        }
+    }
+    let mut events = Vec::with_capacity(inserted.len());
+    let mut answers = Vec::with_capacity(batch.len());
+    for item in batch {
+        if inserted.contains(&item.case.id) {
+            events.push(item.event.clone());
+            answers.push(None);
+        } else {
+            answers.push(Some((&item.case.recorded_by, &item.case.request_id)));
+        }
+    }
+    feed::append_rows(&mut tx, events).await?;
+    tx.commit().await?;
+    let mut out = Vec::with_capacity(answers.len());
+    for answer in answers {
+        out.push(match answer {
+            None => Inserted::New,
+            Some((recorded_by, request_id)) => existing_case(db, recorded_by, request_id).await?,
+        });
+    }
+    Ok(out)
+}
+
+/// The case an earlier request with this id made, for an idempotent retry.
+async fn existing_case(
+    db: &Db,
+    recorded_by: &str,
+    request_id: &str,
+) -> Result<Inserted, StoreError> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
         "SELECT {COLUMNS}, request_hash FROM cases WHERE recorded_by = $1 AND request_id = $2"
     )))
-    .bind(&case.recorded_by)
-    .bind(&case.request_id)
+    .bind(recorded_by)
+    .bind(request_id)
     .fetch_one(db.pool())
     .await?;
     Ok(Inserted::Existing {
@@ -478,7 +566,7 @@ pub async fn cluster_candidates(
             .await?,
         );
     }
-    let mut seen = std::collections::HashSet::new();
+    let mut seen = HashSet::new();
     rows.iter()
         .map(|row| {
             let lat: Option<i64> = row.try_get(3)?;

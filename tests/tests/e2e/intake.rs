@@ -222,6 +222,34 @@ async fn submission_is_idempotent_by_request_id(backend: Backend) {
         names.insert(h.await.unwrap());
     }
     assert_eq!(names.len(), 1);
+    // New cases, retries and a reused id with a different body, all at once: however the
+    // writer batches them, each gets its own answer.
+    let mut handles = Vec::new();
+    for i in 0..30 {
+        let mut c = intake.clone();
+        handles.push(tokio::spawn(async move {
+            let request = match i % 3 {
+                0 => submission(&format!("mixed-{i}")),
+                1 => submission("same-id"),
+                _ => {
+                    let mut changed = submission("same-id");
+                    changed.title = format!("different {i}");
+                    changed
+                }
+            };
+            (i % 3, c.submit_case(request).await)
+        }));
+    }
+    let mut fresh = HashSet::new();
+    for h in handles {
+        match h.await.unwrap() {
+            (0, answer) => assert!(fresh.insert(answer.unwrap().into_inner().name)),
+            // (The same case, though perhaps clustered with the new ones by now.)
+            (1, answer) => assert_eq!(answer.unwrap().into_inner().name, first.name),
+            (_, answer) => assert_eq!(answer.unwrap_err().code(), Code::AlreadyExists),
+        }
+    }
+    assert_eq!(fresh.len(), 10);
     // Another principal may use the same request id for its own case.
     let other = suite
         .token("window-08", Role::WindowStaff, None, None)
@@ -234,14 +262,14 @@ async fn submission_is_idempotent_by_request_id(backend: Backend) {
         .unwrap()
         .into_inner();
     assert_ne!(theirs.name, first.name);
-    assert_eq!(count(&suite, "SELECT COUNT(*) FROM cases").await, 3);
+    assert_eq!(count(&suite, "SELECT COUNT(*) FROM cases").await, 13);
     assert_eq!(
         count(
             &suite,
             "SELECT COUNT(*) FROM events WHERE kind = 'minqing.intake.v1.CaseSubmitted'"
         )
         .await,
-        3,
+        13,
         "one event per accepted case"
     );
     suite.stop().await;

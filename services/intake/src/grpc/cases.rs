@@ -67,7 +67,18 @@ pub(super) async fn submit(
         },
         now,
     );
-    match store::submit_case(&state.db, &case, &hash, event).await? {
+    let item = store::NewCase {
+        case,
+        request_hash: hash,
+        event,
+    };
+    let (item, answer) = state.submitter.submit(item).await?;
+    let store::NewCase {
+        case,
+        request_hash: hash,
+        ..
+    } = item;
+    match answer {
         Inserted::New => {
             tracing::info!(case = %case.id, channel = ?case.submission.channel, category = %case.submission.category, "case submitted");
             Ok(Response::new(convert::case(

@@ -31,6 +31,8 @@ pub(crate) struct State {
     pub catalogue: Arc<Catalogue>,
     pub gazetteer: Arc<Gazetteer>,
     pub clock: Clock,
+    /// Writes new cases in batches (group commit).
+    pub submitter: crate::submit::Submitter,
 }
 
 /// Roles that may record cases and their supplements or withdrawals.
