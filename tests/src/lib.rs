@@ -26,6 +26,7 @@ use minqing_proto::minqing::{
         service_records_client::ServiceRecordsClient, volunteers_client::VolunteersClient,
     },
     routing::v1::{routing_client::RoutingClient, unit_desk_client::UnitDeskClient},
+    supervision::v1::calendars_client::CalendarsClient,
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{codegen::InterceptedService, transport::Channel};
@@ -60,6 +61,8 @@ pub struct Options {
     pub routing: Option<minqing_routing::RoutingConfig>,
     /// Matching's config; `None` to run without matching.
     pub matching: Option<minqing_matching::MatchingConfig>,
+    /// Supervision's config; `None` to run without supervision.
+    pub supervision: Option<minqing_supervision::SupervisionConfig>,
 }
 
 impl Default for Options {
@@ -72,6 +75,7 @@ impl Default for Options {
                 ..Default::default()
             }),
             matching: Some(minqing_matching::MatchingConfig::default()),
+            supervision: Some(minqing_supervision::SupervisionConfig::default()),
         }
     }
 }
@@ -80,6 +84,7 @@ impl Default for Options {
 pub fn intake_only(o: &mut Options) {
     o.routing = None;
     o.matching = None;
+    o.supervision = None;
     o.intake.follow_routing = false;
 }
 
@@ -144,6 +149,7 @@ impl Suite {
         let intake_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let routing_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let matching_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let supervision_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut peers = BTreeMap::new();
         peers.insert(
             "intake".to_string(),
@@ -160,6 +166,12 @@ impl Suite {
             peers.insert(
                 "matching".to_string(),
                 format!("http://{}", matching_listener.local_addr().unwrap()),
+            );
+        }
+        if options.supervision.is_some() {
+            peers.insert(
+                "supervision".to_string(),
+                format!("http://{}", supervision_listener.local_addr().unwrap()),
             );
         }
         let env = ServiceEnv {
@@ -186,6 +198,12 @@ impl Suite {
                 .await
                 .expect("matching starts");
             services.insert("matching", matching);
+        }
+        if let Some(config) = options.supervision {
+            let supervision = minqing_supervision::start(&env, config, supervision_listener)
+                .await
+                .expect("supervision starts");
+            services.insert("supervision", supervision);
         }
         Some(Self {
             test_db,
@@ -281,6 +299,14 @@ impl Suite {
     pub async fn liaison(&self, token: &str) -> LiaisonStationsClient<Authed> {
         LiaisonStationsClient::with_interceptor(
             self.channel("routing").await,
+            BearerToken::new(token),
+        )
+    }
+
+    /// Supervision's calendars client using `token`.
+    pub async fn calendars(&self, token: &str) -> CalendarsClient<Authed> {
+        CalendarsClient::with_interceptor(
+            self.channel("supervision").await,
             BearerToken::new(token),
         )
     }

@@ -37,6 +37,7 @@ fn start(args: &[&str], data_dir: &Path, extra_env: &[(&str, &str)]) -> Running 
         .env("MINQING_INTAKE__LISTEN", "127.0.0.1:0")
         .env("MINQING_ROUTING__LISTEN", "127.0.0.1:0")
         .env("MINQING_MATCHING__LISTEN", "127.0.0.1:0")
+        .env("MINQING_SUPERVISION__LISTEN", "127.0.0.1:0")
         .env("MINQING_HTTP_LISTEN", "127.0.0.1:0")
         .env("MINQING_LOG__FILTER", "warn")
         .env_remove("MINQING_DATABASE_URL")
