@@ -33,6 +33,16 @@ pub struct Ctx {
     pub calendars: CalendarBook,
     /// The city's places.
     pub gazetteer: Arc<Gazetteer>,
+    /// When warnings go out and escalations repeat.
+    pub policy: crate::clock::Policy,
+    /// The in-memory due-time queue.
+    pub timers: crate::timers::TimerQueue,
+    /// Reply templates.
+    pub templates: crate::templates::Templates,
+    /// Where replies are sent, by contact method.
+    pub outlets: crate::outlets::Outlets,
+    /// Wakes the delivery worker when replies are queued.
+    pub deliveries_ready: tokio::sync::Notify,
 }
 
 /// The calendars in memory: read on every deadline, so never fetched from the database on

@@ -1,6 +1,6 @@
 //! Supervision's section of the configuration (`[supervision]`).
 
-use std::{net::SocketAddr, path::PathBuf};
+use std::{collections::BTreeMap, net::SocketAddr, path::PathBuf};
 
 use serde::Deserialize;
 
@@ -48,6 +48,17 @@ pub struct SupervisionConfig {
     /// How often the timer worker looks at the clock when nothing is due sooner, in ms (the
     /// bound on how late a timer fires; a manual test clock is only seen this often).
     pub timer_tick_ms: u64,
+    /// Reply templates (TOML, `resolved = "…"`); empty for the built-in texts.
+    pub templates_path: Option<PathBuf>,
+    /// The outlet for each contact method (`phone`, `letter`, `online`, `face_to_face`):
+    /// `log` or `webhook`. Methods not named use the log outlet.
+    pub outlets: BTreeMap<String, String>,
+    /// Where the webhook outlet POSTs (http://).
+    pub webhook_url: Option<String>,
+    /// The first retry of a failed reply waits this long; each next one twice as long.
+    pub reply_retry_seconds: u64,
+    /// Tries before a reply is marked failed.
+    pub reply_max_attempts: u32,
 }
 
 impl Default for SupervisionConfig {
@@ -71,6 +82,11 @@ impl Default for SupervisionConfig {
             acceptance_warning_minutes: 30,
             default_time_limit_working_days: 5,
             timer_tick_ms: 250,
+            templates_path: None,
+            outlets: BTreeMap::new(),
+            webhook_url: None,
+            reply_retry_seconds: 30,
+            reply_max_attempts: 6,
         }
     }
 }
@@ -129,6 +145,13 @@ impl SupervisionConfig {
                 return Err(format!("supervision.{name} must be {min} to {max}"));
             }
         }
+        if !(1..=86_400).contains(&self.reply_retry_seconds) {
+            return Err("supervision.reply_retry_seconds must be 1 to 86400".into());
+        }
+        if !(1..=20).contains(&self.reply_max_attempts) {
+            return Err("supervision.reply_max_attempts must be 1 to 20".into());
+        }
+        crate::outlets::Outlets::from_config(&self.outlets, self.webhook_url.as_deref())?;
         if !(10..=5_000).contains(&self.timer_tick_ms) {
             return Err("supervision.timer_tick_ms must be 10 to 5000".into());
         }

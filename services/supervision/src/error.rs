@@ -28,6 +28,9 @@ pub enum Error {
     /// Retries ran out.
     #[error("the resource kept changing")]
     Aborted,
+    /// Another service's event could not be read.
+    #[error("undecodable event: {0}")]
+    Decode(String),
     /// Storage failed.
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -66,6 +69,7 @@ impl From<Error> for Status {
                 Status::aborted("the resource kept changing while this request ran; retry")
             }
             Error::Store(e) => e.to_status("accessing supervision's storage"),
+            Error::Decode(e) => Status::internal(format!("undecodable event: {e}")),
             Error::Auth(status) => *status,
         }
     }

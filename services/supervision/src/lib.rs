@@ -4,7 +4,7 @@
 //! routing and matching — each case's clock, the warnings before its deadline and the
 //! escalations after it, the replies to residents, and their ratings.
 //!
-//! Serves `minqing.supervision.v1.Calendars` and its event feed. Every change emits its event
+//! Serves `minqing.supervision.v1.Calendars`, `Clocks`, `Replies` and its event feed. Every change emits its event
 //! (see `events.proto`) in the same transaction.
 
 #![forbid(unsafe_code)]
@@ -13,9 +13,15 @@ pub mod app;
 pub mod calendar;
 pub mod clock;
 pub mod config;
+pub mod delivery;
 pub mod error;
+pub mod flow;
 pub mod grpc;
+pub mod outlets;
+pub mod replies;
 pub mod store;
+pub mod templates;
+pub mod timers;
 
 use std::sync::Arc;
 
@@ -24,11 +30,13 @@ use tokio::net::TcpListener;
 
 pub use config::SupervisionConfig;
 use minqing_kit::{
-    feed::EventFeedService,
+    feed::{Consumer, ConsumerOptions, EventFeedService, FeedSource},
     server::GrpcServer,
-    service::{ServiceEnv, Started},
+    service::{ServiceEnv, Started, peer_channel},
 };
-use minqing_proto::minqing::supervision::v1::calendars_server::CalendarsServer;
+use minqing_proto::minqing::supervision::v1::{
+    calendars_server::CalendarsServer, clocks_server::ClocksServer, replies_server::RepliesServer,
+};
 
 /// The service's name: its database, schema and feed source.
 pub const NAME: &str = "supervision";
@@ -38,18 +46,42 @@ pub fn services(server: &mut GrpcServer, ctx: &Arc<app::Ctx>, env: &ServiceEnv) 
     let limit = env.common.server.max_message_bytes;
     server
         .add(CalendarsServer::new(grpc::CalendarsApi(ctx.clone())).max_decoding_message_size(limit))
+        .add(ClocksServer::new(grpc::ClocksApi(ctx.clone())).max_decoding_message_size(limit))
+        .add(RepliesServer::new(grpc::RepliesApi(ctx.clone())).max_decoding_message_size(limit))
         // Events carry no personal data, so subscriptions are not audited.
         .add(EventFeedService::new(ctx.db.clone(), env.shutdown.clone()).into_server(limit))
         .add(minqing_kit::audit::AuditService::new(ctx.db.clone()).into_server(limit));
 }
 
-/// Opens supervision's database, loads the calendars, and serves on `listener`.
+/// Opens supervision's database, loads the calendars and the due-time queue, follows intake's
+/// and routing's feeds, and serves on `listener`.
 pub async fn start(
     env: &ServiceEnv,
     config: SupervisionConfig,
     listener: TcpListener,
 ) -> anyhow::Result<Started> {
+    let outlets = outlets::Outlets::from_config(&config.outlets, config.webhook_url.as_deref())
+        .map_err(anyhow::Error::msg)?;
+    start_with_outlets(env, config, listener, outlets).await
+}
+
+/// [`start`] with the outlets given (an embedder's own SMS gateway, or a test's recorder).
+pub async fn start_with_outlets(
+    env: &ServiceEnv,
+    config: SupervisionConfig,
+    listener: TcpListener,
+    outlets: outlets::Outlets,
+) -> anyhow::Result<Started> {
     config.validate().map_err(anyhow::Error::msg)?;
+    let templates = match &config.templates_path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the reply templates {}", path.display()))?;
+            templates::Templates::new(Some(&text))
+        }
+        None => templates::Templates::new(None),
+    }
+    .map_err(anyhow::Error::msg)?;
     let calendar_text = match &config.calendar_path {
         Some(path) => std::fs::read_to_string(path)
             .with_context(|| format!("cannot read the calendar file {}", path.display()))?,
@@ -79,18 +111,75 @@ pub async fn start(
         clock: env.clock.clone(),
         calendars: book,
         gazetteer: Arc::new(gazetteer),
+        policy: config.policy(),
+        timers: timers::TimerQueue::default(),
+        templates,
+        outlets,
+        deliveries_ready: tokio::sync::Notify::new(),
     });
+    let loaded = timers::load(&ctx).await.context("loading the timers")?;
+    tracing::info!(timers = loaded, "due-time queue loaded");
     let mut server = GrpcServer::new(NAME);
     services(&mut server, &ctx, env);
 
     let addr = listener.local_addr()?;
     let serve_ctx = env.serve_context();
-    let tasks = vec![tokio::spawn(async move {
+    let mut tasks = vec![tokio::spawn(async move {
         server
             .serve(listener, serve_ctx)
             .await
             .context("supervision server")
     })];
+    let (c, shutdown) = (ctx.clone(), env.shutdown.clone());
+    tasks.push(tokio::spawn(async move {
+        timers::run(c, shutdown).await;
+        Ok(())
+    }));
+    let (c, shutdown) = (ctx.clone(), env.shutdown.clone());
+    tasks.push(tokio::spawn(async move {
+        delivery::run(c, shutdown).await;
+        Ok(())
+    }));
+    if config.follow_feeds {
+        let feeds = [
+            (
+                "intake",
+                &config.intake_url,
+                flow::FROM_INTAKE,
+                flow::intake_kinds(),
+            ),
+            (
+                "routing",
+                &config.routing_url,
+                flow::FROM_ROUTING,
+                flow::routing_kinds(),
+            ),
+        ];
+        for (peer, url, name, kinds) in feeds {
+            let source = FeedSource::Grpc {
+                channel: peer_channel(&env.peer(peer, url))?,
+                token: env.service_token.clone(),
+            };
+            let mut opts = ConsumerOptions::new(name);
+            opts.kinds = kinds;
+            let shutdown = env.shutdown.clone();
+            if peer == "intake" {
+                let consumer =
+                    Consumer::new(db.clone(), source, flow::FromIntake(ctx.clone()), opts);
+                tasks.push(tokio::spawn(async move {
+                    consumer.run(shutdown).await;
+                    Ok(())
+                }));
+            } else {
+                let consumer =
+                    Consumer::new(db.clone(), source, flow::FromRouting(ctx.clone()), opts);
+                tasks.push(tokio::spawn(async move {
+                    consumer.run(shutdown).await;
+                    Ok(())
+                }));
+            }
+        }
+    }
     tracing::info!(%addr, "supervision serving");
     Ok(Started {
         name: NAME,

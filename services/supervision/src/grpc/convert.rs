@@ -127,3 +127,58 @@ pub fn acceptance(a: &crate::clock::Acceptance) -> pb::AcceptanceWindow {
         warned: a.warned,
     }
 }
+
+fn nonzero(t: minqing_kit::time::Micros) -> Option<prost_types::Timestamp> {
+    (t != 0).then(|| to_timestamp(t))
+}
+
+/// A reply on the wire with its deliveries.
+pub fn reply(r: &crate::replies::Reply, deliveries: &[crate::replies::Delivery]) -> pb::Reply {
+    use crate::replies::DeliveryState;
+    pb::Reply {
+        name: format!("replies/{}", r.id),
+        case: format!("cases/{}", r.case_id),
+        cluster: r.cluster.clone(),
+        trigger: r.trigger.wire(),
+        text: r.text.clone(),
+        deliveries: deliveries
+            .iter()
+            .map(|d| pb::Delivery {
+                case: format!("cases/{}", d.case_id),
+                method: d.method,
+                state: d.state.wire(),
+                attempts: d.attempts,
+                last_error: d.last_error.clone(),
+                next_attempt_time: (d.state == DeliveryState::Queued)
+                    .then(|| to_timestamp(d.next_attempt_time)),
+                deliver_time: nonzero(d.delivered_time),
+                appointment: if d.appointment.is_empty() {
+                    String::new()
+                } else {
+                    format!("appointments/{}", d.appointment)
+                },
+            })
+            .collect(),
+        create_time: Some(to_timestamp(r.create_time)),
+    }
+}
+
+/// An appointed visit on the wire.
+pub fn appointment(a: &crate::replies::Appointment, reply_id: &str, text: &str) -> pb::Appointment {
+    pb::Appointment {
+        name: format!("appointments/{}", a.id),
+        case: format!("cases/{}", a.case_id),
+        reply: format!("replies/{reply_id}"),
+        grid: a.grid.clone(),
+        state: if a.done {
+            pb::AppointmentState::Done
+        } else {
+            pb::AppointmentState::Open
+        } as i32,
+        text: text.to_string(),
+        create_time: Some(to_timestamp(a.create_time)),
+        visit_time: nonzero(a.visit_time),
+        visited_by: a.visited_by.clone(),
+        outcome: a.outcome.clone(),
+    }
+}

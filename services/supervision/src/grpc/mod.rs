@@ -2,19 +2,79 @@
 //! its request first (validate.rs), so the domain never sees proto types.
 
 mod calendars;
+mod clocks;
 pub mod convert;
+mod replies;
 pub mod validate;
 
 use std::sync::Arc;
 
 use tonic::{Request, Response, Status};
 
-use crate::{app::Ctx, error::Error};
-use minqing_kit::auth::Role;
-use minqing_proto::minqing::supervision::v1::{self as pb, calendars_server};
+use crate::{app::Ctx, clock::Place, error::Error};
+use minqing_kit::{
+    auth::{Principal, Role},
+    error::FieldViolations,
+};
+use minqing_proto::minqing::supervision::v1::{
+    self as pb, calendars_server, clocks_server, replies_server,
+};
 
 /// Roles that edit calendars.
 pub(crate) const CALENDAR_EDITORS: &[Role] = &[Role::DistrictSystem];
+
+/// Roles that read clocks, replies and appointments (within their place scope).
+pub(crate) const READ_ROLES: &[Role] = &[
+    Role::DistrictSystem,
+    Role::WindowStaff,
+    Role::GridWorker,
+    Role::CommunityStaff,
+    Role::Supervisor,
+    Role::Deputy,
+    Role::Service,
+];
+
+/// Roles that record appointed visits.
+pub(crate) const VISIT_ROLES: &[Role] = &[Role::GridWorker, Role::CommunityStaff];
+
+/// PERMISSION_DENIED unless the place is within the caller's place scope.
+pub(crate) fn check_scope(principal: &Principal, place: &Place, name: &str) -> Result<(), Error> {
+    if principal.covers_place(place.codes()) {
+        Ok(())
+    } else {
+        Err(Error::Denied(
+            "OUT_OF_SCOPE",
+            format!("{name} is outside your place scope"),
+        ))
+    }
+}
+
+/// The column and code for a place code given in a request.
+pub(crate) fn place_filter(
+    ctx: &Ctx,
+    v: &mut FieldViolations,
+    field: &str,
+    code: &str,
+) -> Option<(&'static str, String)> {
+    if code.is_empty() {
+        return None;
+    }
+    match ctx.gazetteer.get(code) {
+        Some(e) => Some((e.level.field(), code.to_string())),
+        None => {
+            v.add(field, format!("unknown place code {code}"));
+            None
+        }
+    }
+}
+
+/// `minqing.supervision.v1.Clocks`.
+#[derive(Debug, Clone)]
+pub struct ClocksApi(pub Arc<Ctx>);
+
+/// `minqing.supervision.v1.Replies`.
+#[derive(Debug, Clone)]
+pub struct RepliesApi(pub Arc<Ctx>);
 
 /// `minqing.supervision.v1.Calendars`.
 #[derive(Debug, Clone)]
@@ -45,5 +105,31 @@ impl calendars_server::Calendars for CalendarsApi {
         r: Request<pb::ComputeDeadlineRequest>,
     ) -> R<pb::ComputeDeadlineResponse> {
         ok(calendars::compute(&self.0, r).await)
+    }
+}
+
+#[tonic::async_trait]
+impl clocks_server::Clocks for ClocksApi {
+    async fn get_clock(&self, r: Request<pb::GetClockRequest>) -> R<pb::CaseClock> {
+        ok(clocks::get(&self.0, r).await)
+    }
+    async fn list_clocks(&self, r: Request<pb::ListClocksRequest>) -> R<pb::ListClocksResponse> {
+        ok(clocks::list(&self.0, r).await)
+    }
+}
+
+#[tonic::async_trait]
+impl replies_server::Replies for RepliesApi {
+    async fn list_replies(&self, r: Request<pb::ListRepliesRequest>) -> R<pb::ListRepliesResponse> {
+        ok(replies::list(&self.0, r).await)
+    }
+    async fn list_appointments(
+        &self,
+        r: Request<pb::ListAppointmentsRequest>,
+    ) -> R<pb::ListAppointmentsResponse> {
+        ok(replies::appointments(&self.0, r).await)
+    }
+    async fn record_visit(&self, r: Request<pb::RecordVisitRequest>) -> R<pb::Appointment> {
+        ok(replies::record_visit(&self.0, r).await)
     }
 }

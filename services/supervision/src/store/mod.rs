@@ -3,6 +3,8 @@
 //! the handler's `&mut Tx`, so a change and its event commit together.
 
 pub mod calendars;
+pub mod clocks;
+pub mod replies;
 
 use serde::{Serialize, de::DeserializeOwned};
 
@@ -11,16 +13,40 @@ use minqing_kit::error::StoreError;
 /// Supervision's migrations, one entry per part, in version order. A new part adds its own
 /// files and entry with the next free version.
 pub(crate) const MIGRATIONS: minqing_kit::db::Migrations = minqing_kit::db::Migrations {
-    sqlite: &[(
-        100,
-        "supervision calendars",
-        include_str!("../../migrations/100_calendars.sqlite.sql"),
-    )],
-    postgres: &[(
-        100,
-        "supervision calendars",
-        include_str!("../../migrations/100_calendars.postgres.sql"),
-    )],
+    sqlite: &[
+        (
+            100,
+            "supervision calendars",
+            include_str!("../../migrations/100_calendars.sqlite.sql"),
+        ),
+        (
+            101,
+            "supervision clocks and timers",
+            include_str!("../../migrations/101_clocks.sqlite.sql"),
+        ),
+        (
+            102,
+            "supervision replies",
+            include_str!("../../migrations/102_replies.sqlite.sql"),
+        ),
+    ],
+    postgres: &[
+        (
+            100,
+            "supervision calendars",
+            include_str!("../../migrations/100_calendars.postgres.sql"),
+        ),
+        (
+            101,
+            "supervision clocks and timers",
+            include_str!("../../migrations/101_clocks.postgres.sql"),
+        ),
+        (
+            102,
+            "supervision replies",
+            include_str!("../../migrations/102_replies.postgres.sql"),
+        ),
+    ],
 };
 
 pub(crate) fn decode_error(what: &str, err: impl std::fmt::Display) -> StoreError {

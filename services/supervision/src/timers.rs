@@ -1,0 +1,264 @@
+//! The timer worker: fires each due warning and escalation once.
+//!
+//! The due-time index is the `timers` table; this queue is its in-memory copy (a binary heap
+//! of `(fire_time, id)`, 16 bytes a timer), rebuilt from the table at start, so nothing is
+//! lost across restarts. Writers push a timer as they schedule it, before their transaction
+//! commits: a timer popped before its row is visible is tried again a little later, and a
+//! sweep of the table every few seconds catches anything the queue missed. Firing marks the
+//! row fired in the transaction that writes the clock's change and its event, so a timer
+//! fires exactly once however many copies of it the queue held.
+
+use std::{
+    cmp::Reverse,
+    collections::{BinaryHeap, HashMap},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use prost::Name;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    app::Ctx,
+    clock::{State, TimerKind},
+    error::Error,
+    flow::{self, Pending},
+    store,
+};
+use minqing_kit::{feed::EventMeta, time::Micros};
+use minqing_proto::minqing::supervision::v1 as pb;
+
+const ACTOR: &str = "system:supervision-timers";
+/// Timers fired in one transaction at most.
+const BATCH: usize = 256;
+/// How often the table is swept for timers the queue missed.
+const SWEEP: Duration = Duration::from_secs(5);
+/// How many times a timer whose row is not visible yet is tried again (every tick).
+const INVISIBLE_RETRIES: u32 = 40;
+
+/// The in-memory due-time queue.
+#[derive(Debug, Default)]
+pub struct TimerQueue {
+    heap: Mutex<BinaryHeap<Reverse<(Micros, i64)>>>,
+    wake: Notify,
+}
+
+impl TimerQueue {
+    /// Adds timers; wakes the worker.
+    pub fn push(&self, timers: impl IntoIterator<Item = (Micros, i64)>) {
+        let mut heap = self.heap.lock().unwrap_or_else(|e| e.into_inner());
+        heap.extend(timers.into_iter().map(Reverse));
+        drop(heap);
+        self.wake.notify_one();
+    }
+
+    /// Timers queued (copies included).
+    pub fn len(&self) -> usize {
+        self.heap.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Up to `max` timers due at `now`, soonest first.
+    fn pop_due(&self, now: Micros, max: usize) -> Vec<(Micros, i64)> {
+        let mut heap = self.heap.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = Vec::new();
+        while out.len() < max {
+            match heap.peek() {
+                Some(Reverse((t, _))) if *t <= now => {
+                    if let Some(Reverse(x)) = heap.pop() {
+                        out.push(x);
+                    }
+                }
+                _ => break,
+            }
+        }
+        out
+    }
+
+    fn next(&self) -> Option<Micros> {
+        let heap = self.heap.lock().unwrap_or_else(|e| e.into_inner());
+        heap.peek().map(|Reverse((t, _))| *t)
+    }
+}
+
+/// Loads every unfired timer into the queue.
+pub async fn load(ctx: &Ctx) -> Result<usize, Error> {
+    let all = store::clocks::all_unfired(&ctx.db).await?;
+    let n = all.len();
+    ctx.timers.push(all);
+    Ok(n)
+}
+
+/// Runs until `shutdown`: fires what is due, sleeps until the next timer or a tick.
+pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
+    let tick = Duration::from_millis(ctx.config.timer_tick_ms);
+    let mut invisible: HashMap<i64, u32> = HashMap::new();
+    let mut last_sweep = tokio::time::Instant::now();
+    loop {
+        if shutdown.is_cancelled() {
+            return;
+        }
+        let now = ctx.clock.now_micros();
+        let due = ctx.timers.pop_due(now, BATCH);
+        if !due.is_empty() {
+            match fire_batch(&ctx, &due).await {
+                Ok(missing) => {
+                    for (fire, id) in missing {
+                        let tries = invisible.entry(id).or_insert(0);
+                        *tries += 1;
+                        if *tries <= INVISIBLE_RETRIES {
+                            ctx.timers.push([(fire.max(now) + 1, id)]);
+                        } else {
+                            invisible.remove(&id);
+                        }
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "firing timers failed; trying again");
+                    ctx.timers.push(due);
+                    tokio::select! {
+                        () = tokio::time::sleep(tick) => {},
+                        () = shutdown.cancelled() => return,
+                    }
+                }
+            }
+            continue;
+        }
+        if last_sweep.elapsed() >= SWEEP {
+            last_sweep = tokio::time::Instant::now();
+            match store::clocks::due_timers(ctx.db.pool(), now, 10_000).await {
+                Ok(missed) if !missed.is_empty() => {
+                    ctx.timers.push(missed);
+                    continue;
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "sweeping the timers failed"),
+            }
+        }
+        // A system clock can be slept on; a manual one is only seen at each tick.
+        let wait = match (ctx.timers.next(), &ctx.clock) {
+            (Some(t), minqing_kit::time::Clock::System) => {
+                Duration::from_micros(u64::try_from(t - now).unwrap_or(0)).min(tick)
+            }
+            _ => tick,
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {},
+            () = ctx.timers.wake.notified() => {},
+            () = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Fires `due` in one transaction; returns the timers whose rows were not found unfired (not
+/// committed yet, replaced, or fired already).
+async fn fire_batch(ctx: &Ctx, due: &[(Micros, i64)]) -> Result<Vec<(Micros, i64)>, Error> {
+    let now = ctx.clock.now_micros();
+    let meta = EventMeta::current(ACTOR);
+    let mut tx = ctx.db.begin().await?;
+    let mut out = Pending::default();
+    let mut missing = Vec::new();
+    for &(fire, id) in due {
+        let Some(timer) = store::clocks::timer(&mut tx, id).await? else {
+            missing.push((fire, id));
+            continue;
+        };
+        if !store::clocks::mark_fired(&mut tx, id).await? {
+            continue;
+        }
+        let Some(mut clock) = store::clocks::get(tx.conn(), &timer.case_id).await? else {
+            continue;
+        };
+        let cal = ctx
+            .calendars
+            .for_district(&clock.place.district, &ctx.config.default_city);
+        let snapshot = |c: &crate::clock::Clock| Some(crate::grpc::convert::clock(c, false));
+        let changed = match timer.kind {
+            TimerKind::Warning if clock.state == State::Running && !clock.warned => {
+                let Some(due_time) = clock.due else { continue };
+                clock.warned = true;
+                let left = if clock.limit_minutes > 0 {
+                    (due_time - now).max(0) / 60_000_000
+                } else {
+                    cal.calendar.working_minutes(now, due_time)
+                };
+                clock.note(
+                    now,
+                    &pb::DeadlineWarning::full_name(),
+                    format!("deadline near: {left} working minutes left; the unit is warned"),
+                );
+                let e = pb::DeadlineWarning {
+                    clock: snapshot(&clock),
+                    due_time: Some(minqing_kit::time::to_timestamp(due_time)),
+                    minutes_left: left,
+                };
+                flow::event(&mut out, &meta, &clock, &e, now);
+                true
+            }
+            TimerKind::Escalation
+                if matches!(clock.state, State::Running | State::Overdue)
+                    && clock.escalations == timer.step - 1 =>
+            {
+                clock.state = State::Overdue;
+                clock.escalations = timer.step;
+                let level = clock.escalation_level(timer.step);
+                let to_place = clock.place.at(level);
+                clock.note(
+                    now,
+                    &pb::OverdueEscalated::full_name(),
+                    format!(
+                        "overdue: escalation {} to {} {to_place}",
+                        timer.step,
+                        crate::flow::level_name(level)
+                    ),
+                );
+                let e = pb::OverdueEscalated {
+                    clock: snapshot(&clock),
+                    escalation: timer.step,
+                    to_level: level,
+                    to_place,
+                    due_time: clock.due.map(minqing_kit::time::to_timestamp),
+                };
+                flow::event(&mut out, &meta, &clock, &e, now);
+                true
+            }
+            TimerKind::AcceptanceWarning if clock.acceptance_pending() => {
+                let Some(a) = clock.acceptance.as_mut() else {
+                    continue;
+                };
+                a.warned = true;
+                let window = crate::grpc::convert::acceptance(a);
+                clock.note(
+                    now,
+                    &pb::AcceptanceWarning::full_name(),
+                    format!("{} has not accepted yet; its window is ending", window.unit),
+                );
+                let e = pb::AcceptanceWarning {
+                    clock: snapshot(&clock),
+                    acceptance: Some(window),
+                };
+                flow::event(&mut out, &meta, &clock, &e, now);
+                true
+            }
+            TimerKind::AcceptanceOverdue if clock.acceptance_pending() => {
+                flow::acceptance_overdue(&mut clock, &meta, &mut out, now);
+                true
+            }
+            // The clock moved on since the timer was set: it fires into nothing.
+            _ => false,
+        };
+        if changed {
+            clock.update_time = now;
+            flow::save(ctx, &mut tx, &mut clock, &mut out).await?;
+        }
+    }
+    flow::finish(&mut tx, &mut out).await?;
+    tx.commit().await?;
+    ctx.timers.push(out.hints);
+    Ok(missing)
+}
