@@ -26,7 +26,10 @@ use minqing_proto::minqing::{
         service_records_client::ServiceRecordsClient, volunteers_client::VolunteersClient,
     },
     routing::v1::{routing_client::RoutingClient, unit_desk_client::UnitDeskClient},
-    supervision::v1::calendars_client::CalendarsClient,
+    supervision::v1::{
+        calendars_client::CalendarsClient, clocks_client::ClocksClient,
+        replies_client::RepliesClient,
+    },
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{codegen::InterceptedService, transport::Channel};
@@ -75,7 +78,12 @@ impl Default for Options {
                 ..Default::default()
             }),
             matching: Some(minqing_matching::MatchingConfig::default()),
-            supervision: Some(minqing_supervision::SupervisionConfig::default()),
+            // The timer and reply workers look at the manual clock often, so tests moving it
+            // see warnings and replies soon.
+            supervision: Some(minqing_supervision::SupervisionConfig {
+                timer_tick_ms: 20,
+                ..Default::default()
+            }),
         }
     }
 }
@@ -309,6 +317,16 @@ impl Suite {
             self.channel("supervision").await,
             BearerToken::new(token),
         )
+    }
+
+    /// Supervision's clocks client using `token`.
+    pub async fn clocks(&self, token: &str) -> ClocksClient<Authed> {
+        ClocksClient::with_interceptor(self.channel("supervision").await, BearerToken::new(token))
+    }
+
+    /// Supervision's replies client using `token`.
+    pub async fn replies(&self, token: &str) -> RepliesClient<Authed> {
+        RepliesClient::with_interceptor(self.channel("supervision").await, BearerToken::new(token))
     }
 
     /// The public catalogue client (no token).
