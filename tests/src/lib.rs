@@ -28,7 +28,7 @@ use minqing_proto::minqing::{
     routing::v1::{routing_client::RoutingClient, unit_desk_client::UnitDeskClient},
     supervision::v1::{
         calendars_client::CalendarsClient, clocks_client::ClocksClient,
-        replies_client::RepliesClient,
+        ratings_client::RatingsClient, replies_client::RepliesClient,
     },
 };
 use tokio_util::sync::CancellationToken;
@@ -327,6 +327,11 @@ impl Suite {
     /// Supervision's replies client using `token`.
     pub async fn replies(&self, token: &str) -> RepliesClient<Authed> {
         RepliesClient::with_interceptor(self.channel("supervision").await, BearerToken::new(token))
+    }
+
+    /// Supervision's ratings client using `token`.
+    pub async fn ratings(&self, token: &str) -> RatingsClient<Authed> {
+        RatingsClient::with_interceptor(self.channel("supervision").await, BearerToken::new(token))
     }
 
     /// The public catalogue client (no token).

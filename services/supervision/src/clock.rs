@@ -184,6 +184,9 @@ pub struct Clock {
     pub history: Vec<Entry>,
     /// Bumped whenever the deadline in force changes: names its timers.
     pub generation: i64,
+    /// Whether the reporter rated the answer.
+    #[serde(default)]
+    pub rated: bool,
     /// When the clock began.
     pub create_time: Micros,
     /// When it last changed.
@@ -219,6 +222,7 @@ impl Clock {
             acceptance: None,
             history: Vec::new(),
             generation: 0,
+            rated: false,
             create_time: now,
             update_time: now,
             version: 0,

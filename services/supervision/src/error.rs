@@ -4,7 +4,7 @@
 use tonic::Status;
 
 use minqing_kit::error::{
-    FieldViolations, StoreError, failed_precondition, not_found, permission_denied,
+    FieldViolations, StoreError, already_exists, failed_precondition, not_found, permission_denied,
 };
 
 /// What went wrong in a supervision operation.
@@ -16,6 +16,9 @@ pub enum Error {
     /// The resource's state forbids it: `(reason code, subject, description)`.
     #[error("{2}")]
     Precondition(&'static str, String, String),
+    /// It exists already and may be made only once: `(type, name, description)`.
+    #[error("{2}")]
+    Exists(&'static str, String, String),
     /// The caller may not: `(reason code, description)`.
     #[error("{1}")]
     Denied(&'static str, String),
@@ -64,6 +67,7 @@ impl From<Error> for Status {
                 failed_precondition(code, &subject, description)
             }
             Error::Denied(code, description) => permission_denied(code, description),
+            Error::Exists(kind, name, description) => already_exists(kind, &name, description),
             Error::Invalid(v) => v.into_status(),
             Error::Conflict | Error::Aborted => {
                 Status::aborted("the resource kept changing while this request ran; retry")

@@ -4,7 +4,8 @@
 //! routing and matching — each case's clock, the warnings before its deadline and the
 //! escalations after it, the replies to residents, and their ratings.
 //!
-//! Serves `minqing.supervision.v1.Calendars`, `Clocks`, `Replies` and its event feed. Every change emits its event
+//! Serves `minqing.supervision.v1.Calendars`, `Clocks`, `Replies`, `Ratings` and its event
+//! feed. Every change emits its event
 //! (see `events.proto`) in the same transaction.
 
 #![forbid(unsafe_code)]
@@ -35,7 +36,8 @@ use minqing_kit::{
     service::{ServiceEnv, Started, peer_channel},
 };
 use minqing_proto::minqing::supervision::v1::{
-    calendars_server::CalendarsServer, clocks_server::ClocksServer, replies_server::RepliesServer,
+    calendars_server::CalendarsServer, clocks_server::ClocksServer, ratings_server::RatingsServer,
+    replies_server::RepliesServer,
 };
 
 /// The service's name: its database, schema and feed source.
@@ -48,6 +50,7 @@ pub fn services(server: &mut GrpcServer, ctx: &Arc<app::Ctx>, env: &ServiceEnv) 
         .add(CalendarsServer::new(grpc::CalendarsApi(ctx.clone())).max_decoding_message_size(limit))
         .add(ClocksServer::new(grpc::ClocksApi(ctx.clone())).max_decoding_message_size(limit))
         .add(RepliesServer::new(grpc::RepliesApi(ctx.clone())).max_decoding_message_size(limit))
+        .add(RatingsServer::new(grpc::RatingsApi(ctx.clone())).max_decoding_message_size(limit))
         // Events carry no personal data, so subscriptions are not audited.
         .add(EventFeedService::new(ctx.db.clone(), env.shutdown.clone()).into_server(limit))
         .add(minqing_kit::audit::AuditService::new(ctx.db.clone()).into_server(limit));

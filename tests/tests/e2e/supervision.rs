@@ -761,7 +761,272 @@ async fn escalation_pauses_the_clock_until_the_decision(backend: Backend) {
     suite.stop().await;
 }
 
+async fn only_the_reporter_rates_once_and_places_are_scored_and_assessed(backend: Backend) {
+    let Some(suite) = Suite::start(backend).await else {
+        return;
+    };
+    let case = submit(&suite, submission("rate-1")).await;
+    clock_when(&suite, &case.name, "the clock to start", |c| {
+        c.state == pb::ClockState::Running as i32
+    })
+    .await;
+    let app = suite.token("resident-app", Role::Service, None, None).await;
+    let mut ratings = suite.ratings(&app).await;
+    let rate = |phone: &str, score: i32| pb::RateCaseRequest {
+        case: case.name.clone(),
+        handling_score: score,
+        handling_comment: "修得很快".into(),
+        staff_score: score,
+        staff_comment: "网格员很负责".into(),
+        reporter_phone: phone.into(),
+    };
+    let early = ratings.rate_case(rate("13909310001", 5)).await.unwrap_err();
+    assert_eq!(early.code(), Code::FailedPrecondition);
+    accept_and_resolve(
+        &suite,
+        GRID_UNIT,
+        Role::GridWorker,
+        &case.name,
+        "路灯已修好",
+    )
+    .await;
+    clock_when(&suite, &case.name, "the clock to close", |c| {
+        c.state == pb::ClockState::Closed as i32
+    })
+    .await;
+
+    let bad = ratings
+        .rate_case(pb::RateCaseRequest {
+            case: "x".into(),
+            handling_score: 0,
+            staff_score: 6,
+            reporter_phone: "abc".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(
+        violated_fields(&bad),
+        ["case", "handling_score", "reporter_phone", "staff_score"]
+    );
+    let stranger = ratings.rate_case(rate("13900000000", 1)).await.unwrap_err();
+    assert_eq!(stranger.code(), Code::PermissionDenied);
+    let volunteer = suite.token("vol", Role::Volunteer, None, None).await;
+    let denied = suite
+        .ratings(&volunteer)
+        .await
+        .rate_case(rate("13909310001", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let rated = ratings
+        .rate_case(rate("139 0931 0001", 5))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!rated.on_behalf);
+    assert_eq!(rated.unit, format!("units/{GRID_UNIT}"));
+    let window = suite
+        .token("window-07", Role::WindowStaff, None, None)
+        .await;
+    let twice = suite
+        .ratings(&window)
+        .await
+        .rate_case(rate("13909310001", 1))
+        .await
+        .unwrap_err();
+    assert_eq!(twice.code(), Code::AlreadyExists);
+    let shown = clock_when(&suite, &case.name, "the rating on the clock", |c| c.rated).await;
+    assert!(
+        shown
+            .history
+            .iter()
+            .any(|h| h.kind == "minqing.supervision.v1.CaseRated")
+    );
+    assert_eq!(
+        events_when::<pb::CaseRated>(&suite, &case.name, 1)
+            .await
+            .len(),
+        1
+    );
+
+    // Staff may record it for a resident at the window: recorded as such.
+    let other = submit(&suite, submission("rate-2")).await;
+    accept_and_resolve(&suite, GRID_UNIT, Role::GridWorker, &other.name, "已修好").await;
+    clock_when(&suite, &other.name, "the clock to close", |c| {
+        c.state == pb::ClockState::Closed as i32
+    })
+    .await;
+    let for_her = suite
+        .ratings(&window)
+        .await
+        .rate_case(pb::RateCaseRequest {
+            case: other.name.clone(),
+            handling_score: 4,
+            staff_score: 4,
+            reporter_phone: "13909310001".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(for_her.on_behalf);
+    assert_eq!(for_her.recorded_by, "window_staff:window-07");
+
+    // Residents score their community; a later score the same month replaces theirs.
+    for (phone, score) in [("13900000001", 5), ("13900000002", 3), ("13900000001", 4)] {
+        ratings
+            .score_place(pb::ScorePlaceRequest {
+                place: COMMUNITY.into(),
+                score,
+                comment: String::new(),
+                resident_phone: phone.into(),
+            })
+            .await
+            .unwrap();
+    }
+    let bad = ratings
+        .score_place(pb::ScorePlaceRequest {
+            place: GRID.into(),
+            score: 9,
+            comment: String::new(),
+            resident_phone: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&bad), ["place", "resident_phone", "score"]);
+    let summary = ratings
+        .summarize_place_scores(pb::SummarizePlaceScoresRequest {
+            place: STREET.into(),
+            period: "2026-11".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(summary.places.len(), 1);
+    assert_eq!(summary.places[0].place, COMMUNITY);
+    assert_eq!(summary.places[0].count, 2);
+    assert!((summary.places[0].average - 3.5).abs() < 1e-9);
+
+    // Two-way assessments: the street rates its community, the community its street.
+    let street_staff = suite
+        .token("street-staff", Role::CommunityStaff, Some(STREET), None)
+        .await;
+    let community_staff = suite
+        .token(
+            "community-staff",
+            Role::CommunityStaff,
+            Some(COMMUNITY),
+            None,
+        )
+        .await;
+    let assess = |rater: &str, ratee: &str, score: i32| pb::SubmitAssessmentRequest {
+        period: "2026-Q4".into(),
+        rater: rater.into(),
+        ratee: ratee.into(),
+        score,
+        comment: String::new(),
+    };
+    let given = suite
+        .ratings(&street_staff)
+        .await
+        .submit_assessment(assess(STREET, COMMUNITY, 90))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        given.direction,
+        pb::AssessmentDirection::StreetRatesCommunity as i32
+    );
+    let again = suite
+        .ratings(&street_staff)
+        .await
+        .submit_assessment(assess(STREET, COMMUNITY, 10))
+        .await
+        .unwrap_err();
+    assert_eq!(again.code(), Code::AlreadyExists);
+    let mut community = suite.ratings(&community_staff).await;
+    community
+        .submit_assessment(assess(COMMUNITY, STREET, 85))
+        .await
+        .unwrap();
+    let posing = community
+        .submit_assessment(assess(STREET, "620102001002", 100))
+        .await
+        .unwrap_err();
+    assert_eq!(posing.code(), Code::PermissionDenied);
+    let wrong = community
+        .submit_assessment(pb::SubmitAssessmentRequest {
+            period: "2026-13".into(),
+            rater: COMMUNITY.into(),
+            ratee: "620102002".into(),
+            score: 101,
+            comment: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(violated_fields(&wrong), ["period", "ratee", "score"]);
+    let listed = community
+        .list_assessments(pb::ListAssessmentsRequest {
+            period: "2026-Q4".into(),
+            place: COMMUNITY.into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.assessments.len(), 2);
+
+    // Appointed supervisors note cases in their scope only.
+    let supervisor = suite
+        .token("sup-district", Role::Supervisor, Some(DISTRICT), None)
+        .await;
+    suite
+        .ratings(&supervisor)
+        .await
+        .annotate_case(pb::AnnotateCaseRequest {
+            case: case.name.clone(),
+            text: "回访满意，可作为典型".into(),
+        })
+        .await
+        .unwrap();
+    let outside = suite
+        .token("sup-other", Role::Supervisor, Some("620103"), None)
+        .await;
+    let denied = suite
+        .ratings(&outside)
+        .await
+        .annotate_case(pb::AnnotateCaseRequest {
+            case: case.name.clone(),
+            text: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), Code::PermissionDenied);
+    let not_supervisor = suite
+        .ratings(&window)
+        .await
+        .annotate_case(pb::AnnotateCaseRequest {
+            case: case.name.clone(),
+            text: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(not_supervisor.code(), Code::PermissionDenied);
+    let notes = suite
+        .ratings(&supervisor)
+        .await
+        .list_annotations(pb::ListAnnotationsRequest {
+            case: case.name.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(notes.annotations.len(), 1);
+    suite.stop().await;
+}
+
 backend_tests!(
+    only_the_reporter_rates_once_and_places_are_scored_and_assessed,
     calendars_are_data_counted_on_and_edited,
     a_case_lives_on_its_clock_until_the_resident_is_answered,
     a_deadline_passes_and_the_case_is_escalated_a_level_at_a_time,

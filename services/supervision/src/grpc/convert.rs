@@ -113,6 +113,7 @@ pub fn clock(c: &crate::clock::Clock, history: bool) -> pb::CaseClock {
         },
         create_time: Some(to_timestamp(c.create_time)),
         update_time: Some(to_timestamp(c.update_time)),
+        rated: c.rated,
     }
 }
 

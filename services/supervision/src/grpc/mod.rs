@@ -1,9 +1,11 @@
-//! Supervision's gRPC surface: `Calendars` (calendars.rs). Every handler converts and checks
+//! Supervision's gRPC surface: `Calendars` (calendars.rs), `Clocks` (clocks.rs), `Replies`
+//! (replies.rs) and `Ratings` (ratings.rs). Every handler converts and checks
 //! its request first (validate.rs), so the domain never sees proto types.
 
 mod calendars;
 mod clocks;
 pub mod convert;
+mod ratings;
 mod replies;
 pub mod validate;
 
@@ -17,7 +19,7 @@ use minqing_kit::{
     error::FieldViolations,
 };
 use minqing_proto::minqing::supervision::v1::{
-    self as pb, calendars_server, clocks_server, replies_server,
+    self as pb, calendars_server, clocks_server, ratings_server, replies_server,
 };
 
 /// Roles that edit calendars.
@@ -76,6 +78,10 @@ pub struct ClocksApi(pub Arc<Ctx>);
 #[derive(Debug, Clone)]
 pub struct RepliesApi(pub Arc<Ctx>);
 
+/// `minqing.supervision.v1.Ratings`.
+#[derive(Debug, Clone)]
+pub struct RatingsApi(pub Arc<Ctx>);
+
 /// `minqing.supervision.v1.Calendars`.
 #[derive(Debug, Clone)]
 pub struct CalendarsApi(pub Arc<Ctx>);
@@ -131,5 +137,45 @@ impl replies_server::Replies for RepliesApi {
     }
     async fn record_visit(&self, r: Request<pb::RecordVisitRequest>) -> R<pb::Appointment> {
         ok(replies::record_visit(&self.0, r).await)
+    }
+}
+
+#[tonic::async_trait]
+impl ratings_server::Ratings for RatingsApi {
+    async fn rate_case(&self, r: Request<pb::RateCaseRequest>) -> R<pb::CaseRating> {
+        ok(ratings::rate(&self.0, r).await)
+    }
+    async fn get_case_rating(&self, r: Request<pb::GetCaseRatingRequest>) -> R<pb::CaseRating> {
+        ok(ratings::get(&self.0, r).await)
+    }
+    async fn score_place(&self, r: Request<pb::ScorePlaceRequest>) -> R<pb::PlaceScore> {
+        ok(ratings::score_place(&self.0, r).await)
+    }
+    async fn summarize_place_scores(
+        &self,
+        r: Request<pb::SummarizePlaceScoresRequest>,
+    ) -> R<pb::SummarizePlaceScoresResponse> {
+        ok(ratings::summarize(&self.0, r).await)
+    }
+    async fn submit_assessment(
+        &self,
+        r: Request<pb::SubmitAssessmentRequest>,
+    ) -> R<pb::Assessment> {
+        ok(ratings::assess(&self.0, r).await)
+    }
+    async fn list_assessments(
+        &self,
+        r: Request<pb::ListAssessmentsRequest>,
+    ) -> R<pb::ListAssessmentsResponse> {
+        ok(ratings::list_assessments(&self.0, r).await)
+    }
+    async fn annotate_case(&self, r: Request<pb::AnnotateCaseRequest>) -> R<pb::Annotation> {
+        ok(ratings::annotate(&self.0, r).await)
+    }
+    async fn list_annotations(
+        &self,
+        r: Request<pb::ListAnnotationsRequest>,
+    ) -> R<pb::ListAnnotationsResponse> {
+        ok(ratings::annotations(&self.0, r).await)
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod calendars;
 pub mod clocks;
+pub mod ratings;
 pub mod replies;
 
 use serde::{Serialize, de::DeserializeOwned};
@@ -29,6 +30,11 @@ pub(crate) const MIGRATIONS: minqing_kit::db::Migrations = minqing_kit::db::Migr
             "supervision replies",
             include_str!("../../migrations/102_replies.sqlite.sql"),
         ),
+        (
+            103,
+            "supervision ratings, scores, assessments and annotations",
+            include_str!("../../migrations/103_ratings.sqlite.sql"),
+        ),
     ],
     postgres: &[
         (
@@ -45,6 +51,11 @@ pub(crate) const MIGRATIONS: minqing_kit::db::Migrations = minqing_kit::db::Migr
             102,
             "supervision replies",
             include_str!("../../migrations/102_replies.postgres.sql"),
+        ),
+        (
+            103,
+            "supervision ratings, scores, assessments and annotations",
+            include_str!("../../migrations/103_ratings.postgres.sql"),
         ),
     ],
 };
