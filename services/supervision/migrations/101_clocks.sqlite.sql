@@ -20,7 +20,7 @@ CREATE INDEX clocks_due ON clocks (state, due_time, case_id);
 CREATE INDEX clocks_unit ON clocks (unit, due_time, case_id);
 
 -- The due-time index: every warning and escalation still to fire. A timer fires once: the
--- worker marks it fired in the transaction that writes its event. The in-memory queue is
+-- worker marks it fired (and when) in the transaction that writes its event. The in-memory queue is
 -- rebuilt from here at start.
 CREATE TABLE timers (
     id INTEGER PRIMARY KEY,
@@ -28,7 +28,8 @@ CREATE TABLE timers (
     kind INTEGER NOT NULL,
     step INTEGER NOT NULL,
     fire_time INTEGER NOT NULL,
-    fired INTEGER NOT NULL
+    fired INTEGER NOT NULL,
+    fired_time INTEGER NOT NULL
 );
 CREATE INDEX timers_due ON timers (fire_time) WHERE fired = 0;
 CREATE INDEX timers_case ON timers (case_id);

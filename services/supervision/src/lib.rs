@@ -76,50 +76,10 @@ pub async fn start_with_outlets(
     outlets: outlets::Outlets,
 ) -> anyhow::Result<Started> {
     config.validate().map_err(anyhow::Error::msg)?;
-    let templates = match &config.templates_path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the reply templates {}", path.display()))?;
-            templates::Templates::new(Some(&text))
-        }
-        None => templates::Templates::new(None),
-    }
-    .map_err(anyhow::Error::msg)?;
-    let calendar_text = match &config.calendar_path {
-        Some(path) => std::fs::read_to_string(path)
-            .with_context(|| format!("cannot read the calendar file {}", path.display()))?,
-        None => calendar::SAMPLE.to_string(),
-    };
-    let calendars = calendar::parse_file(&calendar_text).map_err(anyhow::Error::msg)?;
-    let gazetteer = match &config.places_path {
-        Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .with_context(|| format!("cannot read the gazetteer {}", path.display()))?;
-            minqing_intake::places::Gazetteer::parse(&text).map_err(anyhow::Error::msg)?
-        }
-        None => minqing_intake::places::Gazetteer::sample(),
-    };
     let db = env
         .open_db(NAME, config.database_url.as_deref(), config.max_connections)
         .await?;
-    db.migrate(&store::MIGRATIONS)
-        .await
-        .context("migrating the supervision database")?;
-    let book = app::CalendarBook::load(&db, &env.clock, calendars)
-        .await
-        .context("loading the calendars")?;
-    let ctx = Arc::new(app::Ctx {
-        db: db.clone(),
-        config: config.clone(),
-        clock: env.clock.clone(),
-        calendars: book,
-        gazetteer: Arc::new(gazetteer),
-        policy: config.policy(),
-        timers: timers::TimerQueue::default(),
-        templates,
-        outlets,
-        deliveries_ready: tokio::sync::Notify::new(),
-    });
+    let ctx = context(db.clone(), config.clone(), env.clock.clone(), outlets).await?;
     let loaded = timers::load(&ctx).await.context("loading the timers")?;
     tracing::info!(timers = loaded, "due-time queue loaded");
     let mut server = GrpcServer::new(NAME);
@@ -190,4 +150,57 @@ pub async fn start_with_outlets(
         db,
         tasks,
     })
+}
+
+/// Supervision's state over an open database: migrates it, reads the calendar file, the
+/// gazetteer and the reply templates, and loads the calendars. The due-time queue starts
+/// empty ([`timers::load`] fills it).
+pub async fn context(
+    db: minqing_kit::db::Db,
+    config: SupervisionConfig,
+    clock: minqing_kit::time::Clock,
+    outlets: outlets::Outlets,
+) -> anyhow::Result<Arc<app::Ctx>> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let templates = match &config.templates_path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the reply templates {}", path.display()))?;
+            templates::Templates::new(Some(&text))
+        }
+        None => templates::Templates::new(None),
+    }
+    .map_err(anyhow::Error::msg)?;
+    let calendar_text = match &config.calendar_path {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read the calendar file {}", path.display()))?,
+        None => calendar::SAMPLE.to_string(),
+    };
+    let calendars = calendar::parse_file(&calendar_text).map_err(anyhow::Error::msg)?;
+    let gazetteer = match &config.places_path {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the gazetteer {}", path.display()))?;
+            minqing_intake::places::Gazetteer::parse(&text).map_err(anyhow::Error::msg)?
+        }
+        None => minqing_intake::places::Gazetteer::sample(),
+    };
+    db.migrate(&store::MIGRATIONS)
+        .await
+        .context("migrating the supervision database")?;
+    let book = app::CalendarBook::load(&db, &clock, calendars)
+        .await
+        .context("loading the calendars")?;
+    Ok(Arc::new(app::Ctx {
+        db,
+        policy: config.policy(),
+        config,
+        clock,
+        calendars: book,
+        gazetteer: Arc::new(gazetteer),
+        timers: timers::TimerQueue::default(),
+        templates,
+        outlets,
+        deliveries_ready: tokio::sync::Notify::new(),
+    }))
 }

@@ -168,7 +168,7 @@ async fn fire_batch(ctx: &Ctx, due: &[(Micros, i64)]) -> Result<Vec<(Micros, i64
             missing.push((fire, id));
             continue;
         };
-        if !store::clocks::mark_fired(&mut tx, id).await? {
+        if !store::clocks::mark_fired(&mut tx, id, now).await? {
             continue;
         }
         let Some(mut clock) = store::clocks::get(tx.conn(), &timer.case_id).await? else {
@@ -261,4 +261,121 @@ async fn fire_batch(ctx: &Ctx, due: &[(Micros, i64)]) -> Result<Vec<(Micros, i64
     tx.commit().await?;
     ctx.timers.push(out.hints);
     Ok(missing)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::{sync::Arc, time::Duration};
+
+    use chrono::TimeZone;
+    use prost::Name;
+    use tokio_util::sync::CancellationToken;
+
+    use crate::{
+        clock::Clock,
+        config::SupervisionConfig,
+        flow::{self, Pending},
+        outlets::{LogOutlet, Outlets},
+    };
+    use minqing_kit::{
+        backend_tests,
+        db::{Backend, Db},
+        testing::{TestDatabase, eventually},
+        time,
+    };
+    use minqing_proto::minqing::supervision::v1 as pb;
+
+    async fn ctx(db: &Db, clock: &time::Clock) -> Arc<crate::app::Ctx> {
+        let config = SupervisionConfig {
+            timer_tick_ms: 10,
+            ..Default::default()
+        };
+        crate::context(
+            db.clone(),
+            config,
+            clock.clone(),
+            Outlets::all(Arc::new(LogOutlet)),
+        )
+        .await
+        .unwrap()
+    }
+
+    async fn count<M: Name>(db: &Db) -> i64 {
+        sqlx::query_scalar("SELECT CAST(COUNT(*) AS BIGINT) FROM events WHERE kind = $1")
+            .bind(M::full_name())
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+    }
+
+    /// Runs the worker until `n` events of kind `M` exist.
+    async fn fire_until<M: Name>(ctx: &Arc<crate::app::Ctx>, n: i64) {
+        let shutdown = CancellationToken::new();
+        let worker = tokio::spawn(super::run(ctx.clone(), shutdown.clone()));
+        eventually(Duration::from_secs(10), "the timer to fire", || async {
+            count::<M>(&ctx.db).await >= n
+        })
+        .await;
+        // A few more ticks: nothing else may fire.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        shutdown.cancel();
+        worker.await.unwrap();
+    }
+
+    async fn timers_survive_restarts_and_fire_exactly_once(backend: Backend) {
+        let Some(test_db) = TestDatabase::new(backend).await else {
+            return;
+        };
+        let db = Db::connect(&test_db.options("supervision")).await.unwrap();
+        let start = chrono::FixedOffset::east_opt(8 * 3600)
+            .unwrap()
+            .with_ymd_and_hms(2026, 11, 23, 10, 0, 0)
+            .single()
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let clock = time::Clock::manual(start);
+        let first = ctx(&db, &clock).await;
+        let now = clock.now_micros();
+        let cal = first.calendars.for_district("620102", "6201");
+        let mut c = Clock::new("case-1", now);
+        c.place.district = "620102".into();
+        c.place.street = "620102001".into();
+        c.place.community = "620102001001".into();
+        c.place.grid = "620102001001-g01".into();
+        c.unit_level = 4;
+        c.run_days(&cal.calendar, now, 3);
+        let mut tx = db.begin().await.unwrap();
+        flow::save(&first, &mut tx, &mut c, &mut Pending::default())
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        drop(first);
+
+        // A restart: the queue is rebuilt from the table (the warning and the escalation).
+        let second = ctx(&db, &clock).await;
+        assert_eq!(super::load(&second).await.unwrap(), 2);
+        clock.set(start + chrono::Duration::days(3) + chrono::Duration::hours(4));
+        fire_until::<pb::DeadlineWarning>(&second, 1).await;
+        // The worker's queue still held both copies' worth of loads: push the warning again.
+        second
+            .timers
+            .push(super::store::clocks::all_unfired(&db).await.unwrap());
+        drop(second);
+
+        // Another restart: the fired warning is not loaded again; the escalation is, and fires.
+        let third = ctx(&db, &clock).await;
+        assert_eq!(super::load(&third).await.unwrap(), 1);
+        clock.advance(chrono::Duration::hours(4));
+        fire_until::<pb::OverdueEscalated>(&third, 1).await;
+        assert_eq!(count::<pb::DeadlineWarning>(&db).await, 1);
+        assert_eq!(count::<pb::OverdueEscalated>(&db).await, 1);
+        let fired = super::store::clocks::get(db.pool(), "case-1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(fired.escalations, 1);
+        db.close().await;
+    }
+
+    backend_tests!(timers_survive_restarts_and_fire_exactly_once);
 }

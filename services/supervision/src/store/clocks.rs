@@ -161,8 +161,8 @@ pub async fn set_timers(tx: &mut Tx, case_id: &str, timers: &[Timer]) -> Result<
         .await?;
     for t in timers {
         sqlx::query(
-            "INSERT INTO timers (id, case_id, kind, step, fire_time, fired) \
-             VALUES ($1, $2, $3, $4, $5, 0) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO timers (id, case_id, kind, step, fire_time, fired, fired_time) \
+             VALUES ($1, $2, $3, $4, $5, 0, 0) ON CONFLICT (id) DO NOTHING",
         )
         .bind(t.id)
         .bind(&t.case_id)
@@ -229,12 +229,14 @@ pub async fn timer(tx: &mut Tx, id: i64) -> Result<Option<Timer>, StoreError> {
     }))
 }
 
-/// Marks a timer fired; false when it already was (or is gone).
-pub async fn mark_fired(tx: &mut Tx, id: i64) -> Result<bool, StoreError> {
-    let done = sqlx::query("UPDATE timers SET fired = 1 WHERE id = $1 AND fired = 0")
-        .bind(id)
-        .execute(tx.conn())
-        .await?;
+/// Marks a timer fired at `now`; false when it already was (or is gone).
+pub async fn mark_fired(tx: &mut Tx, id: i64, now: Micros) -> Result<bool, StoreError> {
+    let done =
+        sqlx::query("UPDATE timers SET fired = 1, fired_time = $1 WHERE id = $2 AND fired = 0")
+            .bind(now)
+            .bind(id)
+            .execute(tx.conn())
+            .await?;
     Ok(done.rows_affected() == 1)
 }
 
@@ -301,4 +303,41 @@ pub async fn unit_level(tx: &mut Tx, unit: &str) -> Result<i32, StoreError> {
         Some(r) => i32::try_from(r.try_get::<i64, _>("level")?).unwrap_or(0),
         None => 0,
     })
+}
+
+/// Inserts many new clocks (bulk loads: benchmarks, imports), a few statements for all.
+pub async fn insert_clocks(tx: &mut Tx, clocks: &[Clock]) -> Result<(), StoreError> {
+    for chunk in clocks.chunks(200) {
+        let mut sql = String::from(
+            "INSERT INTO clocks (case_id, state, unit, district, street, community, grid, \
+                building, due_time, create_time, update_time, version, doc) VALUES ",
+        );
+        for i in 0..chunk.len() {
+            let b = i * 12;
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let args: Vec<String> = (1..=12).map(|k| format!("${}", b + k)).collect();
+            sql.push_str(&format!("({}, 1, {})", args[..11].join(", "), args[11]));
+        }
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for c in chunk {
+            let p = &c.place;
+            q = q
+                .bind(c.case_id.clone())
+                .bind(i64::from(c.state.wire()))
+                .bind(c.unit.clone())
+                .bind(p.district.clone())
+                .bind(p.street.clone())
+                .bind(p.community.clone())
+                .bind(p.grid.clone())
+                .bind(p.building.clone())
+                .bind(c.due.unwrap_or(0))
+                .bind(c.create_time)
+                .bind(c.update_time)
+                .bind(to_doc(c)?);
+        }
+        q.execute(tx.conn()).await?;
+    }
+    Ok(())
 }
