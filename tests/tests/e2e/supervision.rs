@@ -1025,7 +1025,97 @@ async fn only_the_reporter_rates_once_and_places_are_scored_and_assessed(backend
     suite.stop().await;
 }
 
+async fn replies_are_retried_with_backoff_through_the_webhook(backend: Backend) {
+    use std::sync::{
+        Arc, Mutex,
+        atomic::{AtomicUsize, Ordering},
+    };
+    // A resident-facing gateway that fails twice, then takes the message.
+    let seen: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = {
+        let (seen, calls) = (seen.clone(), calls.clone());
+        axum::Router::new().route(
+            "/replies",
+            axum::routing::post(
+                move |headers: axum::http::HeaderMap, body: axum::body::Bytes| {
+                    let (seen, calls) = (seen.clone(), calls.clone());
+                    async move {
+                        let key = headers
+                            .get("idempotency-key")
+                            .and_then(|v| v.to_str().ok())
+                            .unwrap_or_default()
+                            .to_string();
+                        seen.lock()
+                            .unwrap()
+                            .push((key, String::from_utf8_lossy(&body).into_owned()));
+                        if calls.fetch_add(1, Ordering::SeqCst) < 2 {
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE
+                        } else {
+                            axum::http::StatusCode::OK
+                        }
+                    }
+                },
+            ),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/replies", listener.local_addr().unwrap());
+    let server = tokio::spawn(async move { axum::serve(listener, app).await });
+    let Some(suite) = Suite::start_opts(backend, |o| {
+        if let Some(s) = o.supervision.as_mut() {
+            s.outlets.insert("phone".into(), "webhook".into());
+            s.webhook_url = Some(url.clone());
+            s.reply_retry_seconds = 60;
+        }
+    })
+    .await
+    else {
+        server.abort();
+        return;
+    };
+    let case = submit(&suite, submission("hook-1")).await;
+    accept_and_resolve(
+        &suite,
+        GRID_UNIT,
+        Role::GridWorker,
+        &case.name,
+        "路灯已修好",
+    )
+    .await;
+    let first = replies_when(&suite, &case.name, "the first try to fail", |r| {
+        r.len() == 1 && r[0].deliveries[0].attempts == 1
+    })
+    .await;
+    let d = &first[0].deliveries[0];
+    assert_eq!(d.state, pb::DeliveryState::Queued as i32);
+    assert!(d.last_error.contains("503"), "{}", d.last_error);
+    // Retried after 60 s, then after 120 s more: delivered on the third try.
+    suite.clock.advance(chrono::Duration::seconds(61));
+    replies_when(&suite, &case.name, "the second try to fail", |r| {
+        r[0].deliveries[0].attempts == 2
+    })
+    .await;
+    suite.clock.advance(chrono::Duration::seconds(60));
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(calls.load(Ordering::SeqCst), 2, "not before the backoff");
+    suite.clock.advance(chrono::Duration::seconds(61));
+    let done = replies_when(&suite, &case.name, "the reply to be delivered", |r| {
+        r[0].deliveries[0].state == pb::DeliveryState::Delivered as i32
+    })
+    .await;
+    assert_eq!(done[0].deliveries[0].attempts, 3);
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|(k, _)| k == &seen[0].0 && !k.is_empty()));
+    assert!(seen[2].1.contains("13909310001") && seen[2].1.contains("路灯已修好"));
+    events_when::<pb::ReplyDelivered>(&suite, &case.name, 1).await;
+    suite.stop().await;
+    server.abort();
+}
+
 backend_tests!(
+    replies_are_retried_with_backoff_through_the_webhook,
     only_the_reporter_rates_once_and_places_are_scored_and_assessed,
     calendars_are_data_counted_on_and_edited,
     a_case_lives_on_its_clock_until_the_resident_is_answered,
