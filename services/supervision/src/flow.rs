@@ -261,25 +261,30 @@ fn snapshot(c: &Clock) -> Option<pb::CaseClock> {
     Some(convert::clock(c, false))
 }
 
-/// Emits the event for a clock that just (re)started running or paused, judging from where
-/// it stood before.
+/// Emits the events for a clock that just started, paused, resumed, moved its deadline or
+/// closed, judging from where it stood before (a new clock closed at once — done on the
+/// spot — gets both its start and its close).
 fn emit_moved(s: &Step<'_>, out: &mut Pending, clock: &mut Clock, before: &Clock, why: &str) {
     let new = before.version == 0;
-    let kind = if new {
-        pb::ClockStarted::full_name()
+    let closed_now = clock.state == State::Closed && before.state != State::Closed;
+    let mut kinds = Vec::new();
+    if new {
+        kinds.push(pb::ClockStarted::full_name());
     } else if clock.state == State::Paused && before.state != State::Paused {
-        pb::ClockPaused::full_name()
+        kinds.push(pb::ClockPaused::full_name());
     } else if clock.state == State::Running && before.state == State::Paused {
-        pb::ClockResumed::full_name()
-    } else if clock.due != before.due {
-        pb::ClockRescheduled::full_name()
-    } else if clock.state == State::Closed && before.state != State::Closed {
-        pb::ClockClosed::full_name()
-    } else {
+        kinds.push(pb::ClockResumed::full_name());
+    } else if !closed_now && clock.due != before.due {
+        kinds.push(pb::ClockRescheduled::full_name());
+    }
+    if closed_now {
+        kinds.push(pb::ClockClosed::full_name());
+    }
+    if kinds.is_empty() {
         // Nothing a reader of the feed would notice changed.
         clock.note(s.now, s.kind, why);
         return;
-    };
+    }
     let summary = match (clock.state, clock.due) {
         (State::Running, Some(due)) => format!(
             "{why}: due {}",
@@ -289,22 +294,24 @@ fn emit_moved(s: &Step<'_>, out: &mut Pending, clock: &mut Clock, before: &Clock
         (State::Closed, _) => format!("{why}: closed"),
         _ => why.to_string(),
     };
-    clock.note(s.now, &kind, summary);
-    let c = snapshot(clock);
-    if kind == pb::ClockStarted::full_name() {
-        event(out, s.meta, clock, &pb::ClockStarted { clock: c }, s.now);
-    } else if kind == pb::ClockPaused::full_name() {
-        event(out, s.meta, clock, &pb::ClockPaused { clock: c }, s.now);
-    } else if kind == pb::ClockResumed::full_name() {
-        event(out, s.meta, clock, &pb::ClockResumed { clock: c }, s.now);
-    } else if kind == pb::ClockClosed::full_name() {
-        event(out, s.meta, clock, &pb::ClockClosed { clock: c }, s.now);
-    } else {
-        let e = pb::ClockRescheduled {
-            clock: c,
-            previous_due_time: before.due.map(to_timestamp),
-        };
-        event(out, s.meta, clock, &e, s.now);
+    for kind in kinds {
+        clock.note(s.now, &kind, summary.clone());
+        let c = snapshot(clock);
+        if kind == pb::ClockStarted::full_name() {
+            event(out, s.meta, clock, &pb::ClockStarted { clock: c }, s.now);
+        } else if kind == pb::ClockPaused::full_name() {
+            event(out, s.meta, clock, &pb::ClockPaused { clock: c }, s.now);
+        } else if kind == pb::ClockResumed::full_name() {
+            event(out, s.meta, clock, &pb::ClockResumed { clock: c }, s.now);
+        } else if kind == pb::ClockClosed::full_name() {
+            event(out, s.meta, clock, &pb::ClockClosed { clock: c }, s.now);
+        } else {
+            let e = pb::ClockRescheduled {
+                clock: c,
+                previous_due_time: before.due.map(to_timestamp),
+            };
+            event(out, s.meta, clock, &e, s.now);
+        }
     }
 }
 

@@ -1114,7 +1114,53 @@ async fn replies_are_retried_with_backoff_through_the_webhook(backend: Backend) 
     server.abort();
 }
 
+async fn emergencies_count_minutes_and_referrals_close_at_once(backend: Backend) {
+    let Some(suite) = Suite::start(backend).await else {
+        return;
+    };
+    let mut fire = submission("fire-1");
+    fire.category = "onsite-environment-06".into();
+    fire.title = "楼道着火".into();
+    fire.description = "3号楼楼道着火了，有烟".into();
+    fire.urgency = tpb::Urgency::Emergency as i32;
+    let case = submit(&suite, fire).await;
+    let running = clock_when(&suite, &case.name, "the emergency clock", |c| {
+        c.state == pb::ClockState::Running as i32
+    })
+    .await;
+    assert_eq!(running.disposition, tpb::Disposition::Emergency as i32);
+    assert_eq!(running.limit_minutes, 60);
+    assert_eq!(running.time_limit_working_days, 0);
+    let start = running.start_time.unwrap().seconds;
+    assert_eq!(running.due_time.unwrap().seconds, start + 3_600);
+    // Minutes, not working days: 45 minutes on, the warning goes out (a Monday evening).
+    suite.clock.advance(chrono::Duration::minutes(46));
+    let warned = events_when::<pb::DeadlineWarning>(&suite, &case.name, 1).await;
+    assert!(warned[0].minutes_left <= 15);
+
+    let mut water = submission("water-1");
+    water.category = "onsite-environment-11".into();
+    water.title = "停水".into();
+    water.description = "3号楼停水两天了".into();
+    let referred = submit(&suite, water).await;
+    let closed = clock_when(
+        &suite,
+        &referred.name,
+        "the referral to close the clock",
+        |c| c.state == pb::ClockState::Closed as i32,
+    )
+    .await;
+    assert_eq!(closed.close_reason, pb::CloseReason::Referred as i32);
+    let replies = replies_when(&suite, &referred.name, "the referral reply", |r| {
+        r.len() == 1 && r[0].deliveries[0].state == pb::DeliveryState::Delivered as i32
+    })
+    .await;
+    assert_eq!(replies[0].trigger, pb::ReplyTrigger::Referred as i32);
+    suite.stop().await;
+}
+
 backend_tests!(
+    emergencies_count_minutes_and_referrals_close_at_once,
     replies_are_retried_with_backoff_through_the_webhook,
     only_the_reporter_rates_once_and_places_are_scored_and_assessed,
     calendars_are_data_counted_on_and_edited,
