@@ -132,6 +132,11 @@ impl Suite {
     ) -> Option<Self> {
         let mut options = Options::default();
         configure(&mut options);
+        if options.matching.is_none()
+            && let Some(s) = options.supervision.as_mut()
+        {
+            s.follow_matching = false;
+        }
         let test_db = TestDatabase::new(backend).await?;
         let auth_db = Db::connect(&test_db.options("auth"))
             .await

@@ -26,6 +26,10 @@ pub struct SupervisionConfig {
     pub intake_url: String,
     /// Where routing listens, for its event feed (`minqing up` fills this in).
     pub routing_url: String,
+    /// Where matching listens, for its event feed (`minqing up` fills this in).
+    pub matching_url: String,
+    /// Follow matching's feed (volunteers' work on cases shows in their clocks).
+    pub follow_matching: bool,
     /// Follow intake's and routing's feeds (clocks, replies). Off only in tests of the
     /// calendar alone.
     pub follow_feeds: bool,
@@ -72,6 +76,8 @@ impl Default for SupervisionConfig {
             places_path: None,
             intake_url: "http://127.0.0.1:7401".into(),
             routing_url: "http://127.0.0.1:7402".into(),
+            matching_url: "http://127.0.0.1:7403".into(),
+            follow_matching: true,
             follow_feeds: true,
             warning_working_minutes: 240,
             repeat_escalation_working_minutes: 420,

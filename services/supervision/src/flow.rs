@@ -1,5 +1,5 @@
 //! Clocks from the feeds: consumers of intake's and routing's events start, pause, resume,
-//! reschedule and close each case's clock, exactly once (the consumer's cursor commits with
+//! reschedule and close each case's clock (matching's add volunteers' work to its history), exactly once (the consumer's cursor commits with
 //! the clocks, their timers and supervision's own events).
 
 use std::sync::Arc;
@@ -19,8 +19,8 @@ use minqing_kit::{
     time::{Micros, from_timestamp, to_timestamp},
 };
 use minqing_proto::minqing::{
-    events::v1 as events_pb, intake::v1 as ipb, routing::v1 as rpb, supervision::v1 as pb,
-    r#type::v1 as tpb,
+    events::v1 as events_pb, intake::v1 as ipb, matching::v1 as mpb, routing::v1 as rpb,
+    supervision::v1 as pb, r#type::v1 as tpb,
 };
 
 /// What a change leaves to do in its transaction: events to append, and timers to queue.
@@ -163,6 +163,56 @@ pub fn intake_kinds() -> Vec<String> {
         ipb::CaseClustered::full_name(),
         ipb::CaseUnclustered::full_name(),
     ]
+}
+
+/// The consumer of matching's feed.
+pub const FROM_MATCHING: &str = "supervision-from-matching";
+
+/// Matching's event kinds followed: volunteers taking up and doing work on a case.
+pub fn matching_kinds() -> Vec<String> {
+    vec![
+        mpb::AssignmentAccepted::full_name(),
+        mpb::AssignmentCompleted::full_name(),
+    ]
+}
+
+/// Applies matching's events: work by volunteers on a case shows in its clock's history.
+#[derive(Debug, Clone)]
+pub struct FromMatching(pub Arc<Ctx>);
+
+impl Apply for FromMatching {
+    async fn apply(&self, tx: &mut Tx, events: &[events_pb::Event]) -> anyhow::Result<()> {
+        let ctx = &self.0;
+        let mut out = Pending::default();
+        for e in events {
+            let Some(payload) = &e.payload else { continue };
+            let now = event_time(ctx, e);
+            let (assignment, summary) = if e.kind == mpb::AssignmentAccepted::full_name() {
+                let m = mpb::AssignmentAccepted::decode(payload.value.as_slice())?;
+                let a = m.assignment.unwrap_or_default();
+                let who = a.assignee_display_name.clone();
+                (a, format!("volunteer {who} took it up"))
+            } else if e.kind == mpb::AssignmentCompleted::full_name() {
+                let m = mpb::AssignmentCompleted::decode(payload.value.as_slice())?;
+                let a = m.assignment.unwrap_or_default();
+                let who = a.assignee_display_name.clone();
+                (a, format!("served by volunteer {who}"))
+            } else {
+                continue;
+            };
+            let Some(id) = case_id(&assignment.case) else {
+                continue;
+            };
+            let Some(mut clock) = store::clocks::get(tx.conn(), id).await? else {
+                continue;
+            };
+            clock.note(now, &e.kind, summary);
+            save(ctx, tx, &mut clock, &mut out).await?;
+        }
+        finish(tx, &mut out).await?;
+        ctx.timers.push(out.hints);
+        Ok(())
+    }
 }
 
 /// Applies routing's events.

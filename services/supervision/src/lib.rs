@@ -143,6 +143,20 @@ pub async fn start_with_outlets(
             }
         }
     }
+    if config.follow_feeds && config.follow_matching {
+        let source = FeedSource::Grpc {
+            channel: peer_channel(&env.peer("matching", &config.matching_url))?,
+            token: env.service_token.clone(),
+        };
+        let mut opts = ConsumerOptions::new(flow::FROM_MATCHING);
+        opts.kinds = flow::matching_kinds();
+        let consumer = Consumer::new(db.clone(), source, flow::FromMatching(ctx.clone()), opts);
+        let shutdown = env.shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            consumer.run(shutdown).await;
+            Ok(())
+        }));
+    }
     tracing::info!(%addr, "supervision serving");
     Ok(Started {
         name: NAME,
