@@ -54,7 +54,7 @@ impl Service {
             Service::Matching => {
                 "minqing.matching.v1.Volunteers, .Needs, .Matching, .ServiceRecords"
             }
-            Service::Supervision => "minqing.supervision.v1.Calendars",
+            Service::Supervision => "minqing.supervision.v1.Calendars, .Clocks, .Replies, .Ratings",
         }
     }
 
