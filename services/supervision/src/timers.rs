@@ -98,21 +98,38 @@ pub async fn load(ctx: &Ctx) -> Result<usize, Error> {
 pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
     let tick = Duration::from_millis(ctx.config.timer_tick_ms);
     let mut invisible: HashMap<i64, u32> = HashMap::new();
+    // Timers whose rows were not visible yet, to try again a tick later (in real time: the
+    // writer's transaction commits in real time, whatever the service's clock says).
+    let mut deferred: Vec<(tokio::time::Instant, (Micros, i64))> = Vec::new();
     let mut last_sweep = tokio::time::Instant::now();
     loop {
         if shutdown.is_cancelled() {
             return;
+        }
+        let instant = tokio::time::Instant::now();
+        let (ready, later): (Vec<_>, Vec<_>) =
+            deferred.drain(..).partition(|(at, _)| *at <= instant);
+        deferred = later;
+        if !ready.is_empty() {
+            ctx.timers.push(ready.into_iter().map(|(_, t)| t));
         }
         let now = ctx.clock.now_micros();
         let due = ctx.timers.pop_due(now, BATCH);
         if !due.is_empty() {
             match fire_batch(&ctx, &due).await {
                 Ok(missing) => {
+                    if !invisible.is_empty() {
+                        for (_, id) in &due {
+                            if !missing.iter().any(|(_, m)| m == id) {
+                                invisible.remove(id);
+                            }
+                        }
+                    }
                     for (fire, id) in missing {
                         let tries = invisible.entry(id).or_insert(0);
                         *tries += 1;
                         if *tries <= INVISIBLE_RETRIES {
-                            ctx.timers.push([(fire.max(now) + 1, id)]);
+                            deferred.push((tokio::time::Instant::now() + tick, (fire, id)));
                         } else {
                             invisible.remove(&id);
                         }
