@@ -1159,7 +1159,152 @@ async fn emergencies_count_minutes_and_referrals_close_at_once(backend: Backend)
     suite.stop().await;
 }
 
+async fn volunteers_work_on_a_case_shows_in_its_clock(backend: Backend) {
+    use minqing_proto::minqing::matching::v1 as mpb;
+    let Some(suite) = Suite::start(backend).await else {
+        return;
+    };
+    let staff = suite
+        .token(
+            "linhuang-staff",
+            Role::CommunityStaff,
+            Some(COMMUNITY),
+            None,
+        )
+        .await;
+    let carer = suite
+        .volunteers(&staff)
+        .await
+        .create_volunteer(mpb::CreateVolunteerRequest {
+            request_id: "carer".into(),
+            volunteer: Some(mpb::Volunteer {
+                display_name: "王师傅".into(),
+                contact: Some(tpb::Contact {
+                    name: "王建国".into(),
+                    phone: "13900000000".into(),
+                    ..Default::default()
+                }),
+                home: Some(tpb::Place {
+                    building: BUILDING.into(),
+                    ..Default::default()
+                }),
+                skills: vec![mpb::Skill {
+                    skill: "elderly-care".into(),
+                    credential: None,
+                }],
+                languages: vec!["zh".into()],
+                availability: Some(mpb::Availability {
+                    weekly: (1..=7)
+                        .map(|day| mpb::WeeklyWindow {
+                            day,
+                            start_minute: 8 * 60,
+                            end_minute: 22 * 60,
+                        })
+                        .collect(),
+                    exceptions: vec![],
+                }),
+                capacity: Some(mpb::Capacity {
+                    weekly_minutes: 600,
+                    max_open_tasks: 3,
+                }),
+                consent: Some(mpb::Consent {
+                    data_processing: true,
+                    offers: true,
+                    show_name: true,
+                    consent_time: None,
+                }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut visit = submission("visit-1");
+    visit.category = ELDERLY_VISITS.into();
+    visit.title = "独居老人需要探访".into();
+    visit.description = "楼上独居的张奶奶腿脚不便，希望有人定期上门看看".into();
+    let case = submit(&suite, visit).await;
+    clock_when(&suite, &case.name, "the clock to start", |c| {
+        c.state == pb::ClockState::Running as i32
+    })
+    .await;
+    let needs = suite.needs(&staff).await;
+    let name = case.name.clone();
+    eventually(Duration::from_secs(20), "the case becomes a need", || {
+        let (mut needs, case) = (needs.clone(), name.clone());
+        async move {
+            needs
+                .list_needs(mpb::ListNeedsRequest {
+                    case,
+                    states: vec![1, 2, 3, 4, 5],
+                    ..Default::default()
+                })
+                .await
+                .is_ok_and(|r| r.into_inner().needs.len() == 1)
+        }
+    })
+    .await;
+    let need = needs
+        .clone()
+        .list_needs(mpb::ListNeedsRequest {
+            case: case.name.clone(),
+            states: vec![1, 2, 3, 4, 5],
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .needs
+        .remove(0);
+    let carer_token = suite
+        .token("wang", Role::Volunteer, None, Some(&carer.name))
+        .await;
+    let claim = suite
+        .needs(&carer_token)
+        .await
+        .claim_need(mpb::ClaimNeedRequest {
+            request_id: "claim".into(),
+            need: need.name.clone(),
+            claimant: carer.name.clone(),
+            people: 1,
+            team: String::new(),
+            plan: "每周二上午上门".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    suite
+        .matching(&carer_token)
+        .await
+        .complete_assignment(mpb::CompleteAssignmentRequest {
+            name: claim.name.clone(),
+            minutes: 90,
+            participants: 1,
+            note: "已上门探访".into(),
+        })
+        .await
+        .unwrap();
+    let shown = clock_when(
+        &suite,
+        &case.name,
+        "the volunteer's work on the clock",
+        |c| {
+            c.history
+                .iter()
+                .any(|h| h.kind == "minqing.matching.v1.AssignmentCompleted")
+        },
+    )
+    .await;
+    assert!(
+        shown.history.iter().any(|h| h.summary.contains("王师傅")),
+        "{:?}",
+        shown.history
+    );
+    suite.stop().await;
+}
+
 backend_tests!(
+    volunteers_work_on_a_case_shows_in_its_clock,
     emergencies_count_minutes_and_referrals_close_at_once,
     replies_are_retried_with_backoff_through_the_webhook,
     only_the_reporter_rates_once_and_places_are_scored_and_assessed,
