@@ -394,5 +394,47 @@ mod tests {
         db.close().await;
     }
 
-    backend_tests!(timers_survive_restarts_and_fire_exactly_once);
+    async fn bulk_loaded_clocks_are_queued(backend: Backend) {
+        let Some(test_db) = TestDatabase::new(backend).await else {
+            return;
+        };
+        let db = Db::connect(&test_db.options("supervision")).await.unwrap();
+        let clock = time::Clock::manual(chrono::Utc::now());
+        let ctx = ctx(&db, &clock).await;
+        let now = clock.now_micros();
+        let cal = ctx.calendars.for_district("620102", "6201");
+        let clocks: Vec<Clock> = (0..3)
+            .map(|i| {
+                let mut c = Clock::new(&format!("bulk-{i}"), now);
+                c.place.district = "620102".into();
+                c.run_days(&cal.calendar, now, 3);
+                c
+            })
+            .collect();
+        let timers: Vec<crate::clock::Timer> = clocks
+            .iter()
+            .flat_map(|c| crate::clock::timers(c, &cal.calendar, &ctx.policy))
+            .collect();
+        let mut tx = db.begin().await.unwrap();
+        super::store::clocks::insert_clocks(&mut tx, &clocks)
+            .await
+            .unwrap();
+        super::store::clocks::insert_timers(&mut tx, &timers)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(super::load(&ctx).await.unwrap(), 6);
+        let stored = super::store::clocks::get(db.pool(), "bulk-1")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(stored.due, clocks[1].due);
+        assert_eq!(stored.version, 1);
+        db.close().await;
+    }
+
+    backend_tests!(
+        timers_survive_restarts_and_fire_exactly_once,
+        bulk_loaded_clocks_are_queued
+    );
 }

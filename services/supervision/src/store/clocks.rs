@@ -178,15 +178,16 @@ pub async fn set_timers(tx: &mut Tx, case_id: &str, timers: &[Timer]) -> Result<
 /// Inserts many timers of new clocks (bulk loads), a few statements for all.
 pub async fn insert_timers(tx: &mut Tx, timers: &[Timer]) -> Result<(), StoreError> {
     for chunk in timers.chunks(500) {
-        let mut sql =
-            String::from("INSERT INTO timers (id, case_id, kind, step, fire_time, fired) VALUES ");
+        let mut sql = String::from(
+            "INSERT INTO timers (id, case_id, kind, step, fire_time, fired, fired_time) VALUES ",
+        );
         for i in 0..chunk.len() {
             let b = i * 5;
             if i > 0 {
                 sql.push_str(", ");
             }
             sql.push_str(&format!(
-                "(${}, ${}, ${}, ${}, ${}, 0)",
+                "(${}, ${}, ${}, ${}, ${}, 0, 0)",
                 b + 1,
                 b + 2,
                 b + 3,
