@@ -173,111 +173,147 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
 }
 
 /// Fires `due` in one transaction; returns the timers whose rows were not found unfired (not
-/// committed yet, replaced, or fired already).
+/// committed yet, replaced, or fired already). The timers are marked and the clocks read in a
+/// few statements for the whole batch; each changed clock is written once, with only the
+/// timers that changed.
 async fn fire_batch(ctx: &Ctx, due: &[(Micros, i64)]) -> Result<Vec<(Micros, i64)>, Error> {
     let now = ctx.clock.now_micros();
     let meta = EventMeta::current(ACTOR);
     let mut tx = ctx.db.begin().await?;
     let mut out = Pending::default();
-    let mut missing = Vec::new();
-    for &(fire, id) in due {
-        let Some(timer) = store::clocks::timer(&mut tx, id).await? else {
-            missing.push((fire, id));
+    let ids: Vec<i64> = due.iter().map(|(_, id)| *id).collect();
+    let fired = store::clocks::fire_timers(&mut tx, &ids, now).await?;
+    let missing: Vec<(Micros, i64)> = due
+        .iter()
+        .filter(|(_, id)| !fired.iter().any(|t| t.id == *id))
+        .copied()
+        .collect();
+    let mut cases: Vec<String> = fired.iter().map(|t| t.case_id.clone()).collect();
+    cases.sort_unstable();
+    cases.dedup();
+    let mut clocks: HashMap<String, (crate::clock::Clock, crate::clock::Clock)> =
+        store::clocks::get_many(&mut tx, &cases)
+            .await?
+            .into_iter()
+            .map(|c| (c.case_id.clone(), (c.clone(), c)))
+            .collect();
+    let mut fired = fired;
+    fired.sort_by_key(|t| (t.fire, t.step));
+    for timer in &fired {
+        let Some((_, clock)) = clocks.get_mut(&timer.case_id) else {
             continue;
         };
-        if !store::clocks::mark_fired(&mut tx, id, now).await? {
+        fire_one(ctx, clock, timer, now, &meta, &mut out);
+    }
+    for (before, mut clock) in clocks.into_values() {
+        if clock == before {
             continue;
         }
-        let Some(mut clock) = store::clocks::get(tx.conn(), &timer.case_id).await? else {
-            continue;
-        };
+        clock.update_time = now;
+        if !store::clocks::save(&mut tx, &mut clock).await? {
+            return Err(Error::Conflict);
+        }
         let cal = ctx
             .calendars
             .for_district(&clock.place.district, &ctx.config.default_city);
-        let snapshot = |c: &crate::clock::Clock| Some(crate::grpc::convert::clock(c, false));
-        let changed = match timer.kind {
-            TimerKind::Warning if clock.state == State::Running && !clock.warned => {
-                let Some(due_time) = clock.due else { continue };
-                clock.warned = true;
-                let left = if clock.limit_minutes > 0 {
-                    (due_time - now).max(0) / 60_000_000
-                } else {
-                    cal.calendar.working_minutes(now, due_time)
-                };
-                clock.note(
-                    now,
-                    &pb::DeadlineWarning::full_name(),
-                    format!("deadline near: {left} working minutes left; the unit is warned"),
-                );
-                let e = pb::DeadlineWarning {
-                    clock: snapshot(&clock),
-                    due_time: Some(minqing_kit::time::to_timestamp(due_time)),
-                    minutes_left: left,
-                };
-                flow::event(&mut out, &meta, &clock, &e, now);
-                true
-            }
-            TimerKind::Escalation
-                if matches!(clock.state, State::Running | State::Overdue)
-                    && clock.escalations == timer.step - 1 =>
-            {
-                clock.state = State::Overdue;
-                clock.escalations = timer.step;
-                let level = clock.escalation_level(timer.step);
-                let to_place = clock.place.at(level);
-                clock.note(
-                    now,
-                    &pb::OverdueEscalated::full_name(),
-                    format!(
-                        "overdue: escalation {} to {} {to_place}",
-                        timer.step,
-                        crate::flow::level_name(level)
-                    ),
-                );
-                let e = pb::OverdueEscalated {
-                    clock: snapshot(&clock),
-                    escalation: timer.step,
-                    to_level: level,
-                    to_place,
-                    due_time: clock.due.map(minqing_kit::time::to_timestamp),
-                };
-                flow::event(&mut out, &meta, &clock, &e, now);
-                true
-            }
-            TimerKind::AcceptanceWarning if clock.acceptance_pending() => {
-                let Some(a) = clock.acceptance.as_mut() else {
-                    continue;
-                };
-                a.warned = true;
-                let window = crate::grpc::convert::acceptance(a);
-                clock.note(
-                    now,
-                    &pb::AcceptanceWarning::full_name(),
-                    format!("{} has not accepted yet; its window is ending", window.unit),
-                );
-                let e = pb::AcceptanceWarning {
-                    clock: snapshot(&clock),
-                    acceptance: Some(window),
-                };
-                flow::event(&mut out, &meta, &clock, &e, now);
-                true
-            }
-            TimerKind::AcceptanceOverdue if clock.acceptance_pending() => {
-                flow::acceptance_overdue(&mut clock, &meta, &mut out, now);
-                true
-            }
-            // The clock moved on since the timer was set: it fires into nothing.
-            _ => false,
-        };
-        if changed {
-            clock.update_time = now;
-            flow::save(ctx, &mut tx, &mut clock, &mut out).await?;
-        }
+        let old = crate::clock::timers(&before, &cal.calendar, &ctx.policy);
+        let new = crate::clock::timers(&clock, &cal.calendar, &ctx.policy);
+        store::clocks::change_timers(&mut tx, &old, &new).await?;
+        out.hints.extend(
+            new.iter()
+                .filter(|t| !old.iter().any(|o| o.id == t.id))
+                .map(|t| (t.fire, t.id)),
+        );
     }
     flow::finish(&mut tx, &mut out).await?;
     tx.commit().await?;
     ctx.timers.push(out.hints);
     Ok(missing)
+}
+
+/// What one timer does to its clock, with its event; nothing when the clock moved on since
+/// the timer was set.
+fn fire_one(
+    ctx: &Ctx,
+    clock: &mut crate::clock::Clock,
+    timer: &crate::clock::Timer,
+    now: Micros,
+    meta: &EventMeta,
+    out: &mut Pending,
+) {
+    let snapshot = |c: &crate::clock::Clock| Some(crate::grpc::convert::clock(c, false));
+    match timer.kind {
+        TimerKind::Warning if clock.state == State::Running && !clock.warned => {
+            let Some(due_time) = clock.due else { return };
+            clock.warned = true;
+            let left = if clock.limit_minutes > 0 {
+                (due_time - now).max(0) / 60_000_000
+            } else {
+                let cal = ctx
+                    .calendars
+                    .for_district(&clock.place.district, &ctx.config.default_city);
+                cal.calendar.working_minutes(now, due_time)
+            };
+            clock.note(
+                now,
+                &pb::DeadlineWarning::full_name(),
+                format!("deadline near: {left} minutes left; the unit is warned"),
+            );
+            let e = pb::DeadlineWarning {
+                clock: snapshot(clock),
+                due_time: Some(minqing_kit::time::to_timestamp(due_time)),
+                minutes_left: left,
+            };
+            flow::event(out, meta, clock, &e, now);
+        }
+        TimerKind::Escalation
+            if matches!(clock.state, State::Running | State::Overdue)
+                && clock.escalations == timer.step - 1 =>
+        {
+            clock.state = State::Overdue;
+            clock.escalations = timer.step;
+            let level = clock.escalation_level(timer.step);
+            let to_place = clock.place.at(level);
+            clock.note(
+                now,
+                &pb::OverdueEscalated::full_name(),
+                format!(
+                    "overdue: escalation {} to the {} {to_place}",
+                    timer.step,
+                    flow::level_name(level)
+                ),
+            );
+            let e = pb::OverdueEscalated {
+                clock: snapshot(clock),
+                escalation: timer.step,
+                to_level: level,
+                to_place,
+                due_time: clock.due.map(minqing_kit::time::to_timestamp),
+            };
+            flow::event(out, meta, clock, &e, now);
+        }
+        TimerKind::AcceptanceWarning if clock.acceptance_pending() => {
+            let Some(a) = clock.acceptance.as_mut() else {
+                return;
+            };
+            a.warned = true;
+            let window = crate::grpc::convert::acceptance(a);
+            clock.note(
+                now,
+                &pb::AcceptanceWarning::full_name(),
+                format!("{} has not accepted yet; its window is ending", window.unit),
+            );
+            let e = pb::AcceptanceWarning {
+                clock: snapshot(clock),
+                acceptance: Some(window),
+            };
+            flow::event(out, meta, clock, &e, now);
+        }
+        TimerKind::AcceptanceOverdue if clock.acceptance_pending() => {
+            flow::acceptance_overdue(clock, meta, out, now);
+        }
+        _ => {}
+    }
 }
 
 #[cfg(test)]

@@ -342,3 +342,82 @@ pub async fn insert_clocks(tx: &mut Tx, clocks: &[Clock]) -> Result<(), StoreErr
     }
     Ok(())
 }
+
+fn placeholders(from: usize, n: usize) -> String {
+    (0..n)
+        .map(|i| format!("${}", from + i))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Marks the unfired ones of `ids` fired at `now` and returns them with what they are: one
+/// statement, so a burst of due timers costs one round trip per few hundred.
+pub async fn fire_timers(tx: &mut Tx, ids: &[i64], now: Micros) -> Result<Vec<Timer>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in ids.chunks(500) {
+        let sql = format!(
+            "UPDATE timers SET fired = 1, fired_time = $1 WHERE fired = 0 AND id IN ({}) \
+             RETURNING id, case_id, kind, step, fire_time",
+            placeholders(2, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for row in q.fetch_all(tx.conn()).await? {
+            let kind: i64 = row.try_get("kind")?;
+            let step: i64 = row.try_get("step")?;
+            if let Some(kind) = TimerKind::from_wire(kind) {
+                out.push(Timer {
+                    id: row.try_get("id")?,
+                    case_id: row.try_get("case_id")?,
+                    kind,
+                    step: i32::try_from(step).unwrap_or(0),
+                    fire: row.try_get("fire_time")?,
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Clocks by case, in one statement per few hundred.
+pub async fn get_many(tx: &mut Tx, case_ids: &[String]) -> Result<Vec<Clock>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in case_ids.chunks(500) {
+        let sql = format!(
+            "SELECT version, doc FROM clocks WHERE case_id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(id.clone());
+        }
+        for row in q.fetch_all(tx.conn()).await? {
+            out.push(from_row(&row)?);
+        }
+    }
+    Ok(out)
+}
+
+/// Brings a clock's unfired timers from `before` to `after`, touching only what differs.
+pub async fn change_timers(
+    tx: &mut Tx,
+    before: &[Timer],
+    after: &[Timer],
+) -> Result<(), StoreError> {
+    for t in before {
+        if !after.iter().any(|a| a.id == t.id) {
+            sqlx::query("DELETE FROM timers WHERE id = $1 AND fired = 0")
+                .bind(t.id)
+                .execute(tx.conn())
+                .await?;
+        }
+    }
+    let new: Vec<Timer> = after
+        .iter()
+        .filter(|a| !before.iter().any(|b| b.id == a.id))
+        .cloned()
+        .collect();
+    insert_timers(tx, &new).await
+}
