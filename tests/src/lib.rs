@@ -26,6 +26,10 @@ use minqing_proto::minqing::{
         service_records_client::ServiceRecordsClient, volunteers_client::VolunteersClient,
     },
     routing::v1::{routing_client::RoutingClient, unit_desk_client::UnitDeskClient},
+    supervision::v1::{
+        calendars_client::CalendarsClient, clocks_client::ClocksClient,
+        ratings_client::RatingsClient, replies_client::RepliesClient,
+    },
 };
 use tokio_util::sync::CancellationToken;
 use tonic::{codegen::InterceptedService, transport::Channel};
@@ -60,6 +64,8 @@ pub struct Options {
     pub routing: Option<minqing_routing::RoutingConfig>,
     /// Matching's config; `None` to run without matching.
     pub matching: Option<minqing_matching::MatchingConfig>,
+    /// Supervision's config; `None` to run without supervision.
+    pub supervision: Option<minqing_supervision::SupervisionConfig>,
 }
 
 impl Default for Options {
@@ -72,6 +78,12 @@ impl Default for Options {
                 ..Default::default()
             }),
             matching: Some(minqing_matching::MatchingConfig::default()),
+            // The timer and reply workers look at the manual clock often, so tests moving it
+            // see warnings and replies soon.
+            supervision: Some(minqing_supervision::SupervisionConfig {
+                timer_tick_ms: 20,
+                ..Default::default()
+            }),
         }
     }
 }
@@ -80,6 +92,7 @@ impl Default for Options {
 pub fn intake_only(o: &mut Options) {
     o.routing = None;
     o.matching = None;
+    o.supervision = None;
     o.intake.follow_routing = false;
 }
 
@@ -119,6 +132,11 @@ impl Suite {
     ) -> Option<Self> {
         let mut options = Options::default();
         configure(&mut options);
+        if options.matching.is_none()
+            && let Some(s) = options.supervision.as_mut()
+        {
+            s.follow_matching = false;
+        }
         let test_db = TestDatabase::new(backend).await?;
         let auth_db = Db::connect(&test_db.options("auth"))
             .await
@@ -144,6 +162,7 @@ impl Suite {
         let intake_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let routing_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let matching_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let supervision_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let mut peers = BTreeMap::new();
         peers.insert(
             "intake".to_string(),
@@ -160,6 +179,12 @@ impl Suite {
             peers.insert(
                 "matching".to_string(),
                 format!("http://{}", matching_listener.local_addr().unwrap()),
+            );
+        }
+        if options.supervision.is_some() {
+            peers.insert(
+                "supervision".to_string(),
+                format!("http://{}", supervision_listener.local_addr().unwrap()),
             );
         }
         let env = ServiceEnv {
@@ -186,6 +211,12 @@ impl Suite {
                 .await
                 .expect("matching starts");
             services.insert("matching", matching);
+        }
+        if let Some(config) = options.supervision {
+            let supervision = minqing_supervision::start(&env, config, supervision_listener)
+                .await
+                .expect("supervision starts");
+            services.insert("supervision", supervision);
         }
         Some(Self {
             test_db,
@@ -283,6 +314,29 @@ impl Suite {
             self.channel("routing").await,
             BearerToken::new(token),
         )
+    }
+
+    /// Supervision's calendars client using `token`.
+    pub async fn calendars(&self, token: &str) -> CalendarsClient<Authed> {
+        CalendarsClient::with_interceptor(
+            self.channel("supervision").await,
+            BearerToken::new(token),
+        )
+    }
+
+    /// Supervision's clocks client using `token`.
+    pub async fn clocks(&self, token: &str) -> ClocksClient<Authed> {
+        ClocksClient::with_interceptor(self.channel("supervision").await, BearerToken::new(token))
+    }
+
+    /// Supervision's replies client using `token`.
+    pub async fn replies(&self, token: &str) -> RepliesClient<Authed> {
+        RepliesClient::with_interceptor(self.channel("supervision").await, BearerToken::new(token))
+    }
+
+    /// Supervision's ratings client using `token`.
+    pub async fn ratings(&self, token: &str) -> RatingsClient<Authed> {
+        RatingsClient::with_interceptor(self.channel("supervision").await, BearerToken::new(token))
     }
 
     /// The public catalogue client (no token).

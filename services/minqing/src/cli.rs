@@ -58,6 +58,17 @@ enum Command {
     /// A unit's desk: pull assignments, accept, reject, progress, resolve, ask for papers.
     #[command(subcommand)]
     Desk(crate::routing_cli::DeskCommand),
+    /// Working-day calendars: show, count a deadline, mark holidays and make-up days.
+    #[command(subcommand)]
+    Calendar(crate::supervision_cli::CalendarCommand),
+    /// A case's clock (deadline, warnings, escalations, history), or open clocks.
+    #[command(subcommand)]
+    Clock(crate::supervision_cli::ClockCommand),
+    /// Replies to residents and appointed visits.
+    #[command(subcommand)]
+    Reply(crate::supervision_cli::ReplyCommand),
+    /// Rate an answered case for its reporter (once per case).
+    Rate(crate::supervision_cli::RateCommand),
     /// Load tools.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -113,6 +124,10 @@ impl Cli {
             Command::Rules(c) => c.run().await,
             Command::Route(c) => c.run().await,
             Command::Desk(c) => c.run().await,
+            Command::Calendar(c) => c.run().await,
+            Command::Clock(c) => c.run().await,
+            Command::Reply(c) => c.run().await,
+            Command::Rate(c) => c.run().await,
             Command::Bench(c) => c.run().await,
         };
         match result {

@@ -1,5 +1,6 @@
 //! The `minqing` command: start the suite (`up`), one service (`serve`), talk to it (`case`,
-//! `catalogue`, `places`, `token`, `unit`, `rules`, `route`, `desk`), and load it (`bench`). See `minqing --help`.
+//! `catalogue`, `places`, `token`, `unit`, `rules`, `route`, `desk`, `calendar`, `clock`,
+//! `reply`, `rate`), and load it (`bench`). See `minqing --help`.
 
 #![forbid(unsafe_code)]
 
@@ -24,6 +25,7 @@ mod route_bench;
 mod routing_cli;
 mod run;
 mod services;
+mod supervision_cli;
 
 use clap::Parser;
 

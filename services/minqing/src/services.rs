@@ -10,7 +10,7 @@ use minqing_kit::{
 };
 
 /// Config sections the services own (`[intake]`, …).
-pub const SECTIONS: &[&str] = &["intake", "routing", "matching"];
+pub const SECTIONS: &[&str] = &["intake", "routing", "matching", "supervision"];
 
 /// A service of the suite.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -21,11 +21,18 @@ pub enum Service {
     Routing,
     /// Volunteers, teams and partner organisations; the menu; matching; service records.
     Matching,
+    /// Working-day calendars, case clocks, warnings and escalations, replies and ratings.
+    Supervision,
 }
 
 impl Service {
     /// Every service, in start order.
-    pub const ALL: &[Service] = &[Service::Intake, Service::Routing, Service::Matching];
+    pub const ALL: &[Service] = &[
+        Service::Intake,
+        Service::Routing,
+        Service::Matching,
+        Service::Supervision,
+    ];
 
     /// Its name.
     pub fn name(self) -> &'static str {
@@ -33,6 +40,7 @@ impl Service {
             Service::Intake => minqing_intake::NAME,
             Service::Routing => minqing_routing::NAME,
             Service::Matching => minqing_matching::NAME,
+            Service::Supervision => minqing_supervision::NAME,
         }
     }
 
@@ -46,6 +54,7 @@ impl Service {
             Service::Matching => {
                 "minqing.matching.v1.Volunteers, .Needs, .Matching, .ServiceRecords"
             }
+            Service::Supervision => "minqing.supervision.v1.Calendars, .Clocks, .Replies, .Ratings",
         }
     }
 
@@ -71,6 +80,11 @@ impl Service {
                 c.validate().map_err(invalid)?;
                 Ok(c.listen)
             }
+            Service::Supervision => {
+                let c: minqing_supervision::SupervisionConfig = settings.section(self.name())?;
+                c.validate().map_err(invalid)?;
+                Ok(c.listen)
+            }
         }
     }
 
@@ -90,6 +104,9 @@ impl Service {
             }
             Service::Matching => {
                 minqing_matching::start(env, settings.section(self.name())?, listener).await
+            }
+            Service::Supervision => {
+                minqing_supervision::start(env, settings.section(self.name())?, listener).await
             }
         }
     }

@@ -4,4 +4,5 @@
 mod intake;
 mod matching;
 mod routing;
+mod supervision;
 mod support;

@@ -37,6 +37,7 @@ fn start(args: &[&str], data_dir: &Path, extra_env: &[(&str, &str)]) -> Running 
         .env("MINQING_INTAKE__LISTEN", "127.0.0.1:0")
         .env("MINQING_ROUTING__LISTEN", "127.0.0.1:0")
         .env("MINQING_MATCHING__LISTEN", "127.0.0.1:0")
+        .env("MINQING_SUPERVISION__LISTEN", "127.0.0.1:0")
         .env("MINQING_HTTP_LISTEN", "127.0.0.1:0")
         .env("MINQING_LOG__FILTER", "warn")
         .env_remove("MINQING_DATABASE_URL")
@@ -575,6 +576,86 @@ fn volunteers_import_from_csv_with_progress_and_row_by_row_results() {
         out.status.success() && listed.contains("王师傅") && !listed.contains("李阿姨"),
         "{listed}"
     );
+    let (ok, _) = interrupt(running);
+    assert!(ok);
+}
+
+#[test]
+fn supervision_cli_shows_calendars_clocks_and_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let running = start(&["up"], dir.path(), &[]);
+    assert!(
+        running.banner.contains("minqing.supervision.v1.Calendars"),
+        "{}",
+        running.banner
+    );
+    let supervision = service_addr(&running, "supervision");
+    let sup = |args: &[&str]| {
+        let out = Command::new(BIN)
+            .args(args)
+            .args(["--endpoint", &supervision])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("MINQING_TOKEN")
+            .output()
+            .expect("the CLI runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = sup(&["calendar", "show", "--year", "2026"]);
+    assert!(
+        ok && out.contains("2026-10-01") && out.contains("2026-09-20"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = sup(&[
+        "calendar",
+        "deadline",
+        "1",
+        "--from",
+        "2026-09-30T10:00:00+08:00",
+    ]);
+    assert!(ok && out.contains("2026-10-08 17:30"), "{out}{err}");
+    let (ok, out, _) = sup(&["calendar", "mark", "2026-13-01", "nope"]);
+    assert!(!ok, "{out}");
+    let (ok, out, err) = sup(&["calendar", "mark", "2026-12-31", "city holiday"]);
+    assert!(ok && out.contains("2026-12-31 marked"), "{out}{err}");
+
+    // A case submitted through intake gets a clock; its reply record starts empty.
+    let submit: Vec<String> = submit_args("路灯不亮");
+    let submit: Vec<&str> = submit.iter().map(String::as_str).collect();
+    let (ok, out, err) = cli(&running, dir.path(), &submit);
+    assert!(ok, "{out}{err}");
+    let case = out.split_whitespace().next().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut shown = String::new();
+    while Instant::now() < deadline {
+        let (ok, out, _) = sup(&["clock", "get", &case]);
+        if ok && out.contains("running") {
+            shown = out;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(shown.contains("units/grid-620102001001-g01"), "{shown}");
+    let (ok, out, err) = sup(&["clock", "list"]);
+    assert!(ok && out.contains(&case), "{out}{err}");
+    let (ok, out, err) = sup(&["reply", "list", &case]);
+    assert!(ok && out.is_empty(), "{out}{err}");
+    // Not answered yet: the rating is refused with the reason.
+    let (ok, _, err) = sup(&[
+        "rate",
+        &case,
+        "--handling",
+        "5",
+        "--staff",
+        "5",
+        "--phone",
+        "13909310001",
+    ]);
+    assert!(!ok && err.contains("FailedPrecondition"), "{err}");
     let (ok, _) = interrupt(running);
     assert!(ok);
 }

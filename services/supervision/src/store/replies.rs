@@ -1,0 +1,380 @@
+//! Reporters' contacts, cluster membership, replies, deliveries and appointed visits.
+
+use sqlx::{Any, Executor, Row};
+
+use super::{from_doc, to_doc};
+use crate::replies::{Appointment, Contact, Delivery, DeliveryState, Reply};
+use minqing_kit::{db::Tx, error::StoreError, time::Micros};
+
+/// Keeps a reporter's contact (the first time the case is seen).
+pub async fn put_contact(tx: &mut Tx, c: &Contact, now: Micros) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO case_contacts (case_id, anonymous, method, needs_visit, name, phone, \
+            postal_address, online_address, visit_note, recorded_by, district, street, \
+            community, grid, create_time) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+         ON CONFLICT (case_id) DO NOTHING",
+    )
+    .bind(&c.case_id)
+    .bind(i64::from(c.anonymous))
+    .bind(i64::from(c.method))
+    .bind(i64::from(c.needs_visit))
+    .bind(&c.name)
+    .bind(&c.phone)
+    .bind(&c.postal_address)
+    .bind(&c.online_address)
+    .bind(&c.visit_note)
+    .bind(&c.recorded_by)
+    .bind(&c.place.district)
+    .bind(&c.place.street)
+    .bind(&c.place.community)
+    .bind(&c.place.grid)
+    .bind(now)
+    .execute(tx.conn())
+    .await?;
+    Ok(())
+}
+
+/// A reporter's contact.
+pub async fn contact<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    case_id: &str,
+) -> Result<Option<Contact>, StoreError> {
+    let row = sqlx::query(
+        "SELECT anonymous, method, needs_visit, name, phone, postal_address, online_address, \
+            visit_note, recorded_by, district, street, community, grid \
+         FROM case_contacts WHERE case_id = $1",
+    )
+    .bind(case_id)
+    .fetch_optional(db)
+    .await?;
+    let Some(r) = row else { return Ok(None) };
+    let int = |c: &str| -> Result<i64, StoreError> { Ok(r.try_get::<i64, _>(c)?) };
+    let text = |c: &str| -> Result<String, StoreError> { Ok(r.try_get::<String, _>(c)?) };
+    Ok(Some(Contact {
+        case_id: case_id.to_string(),
+        anonymous: int("anonymous")? != 0,
+        method: i32::try_from(int("method")?).unwrap_or(0),
+        needs_visit: int("needs_visit")? != 0,
+        name: text("name")?,
+        phone: text("phone")?,
+        postal_address: text("postal_address")?,
+        online_address: text("online_address")?,
+        visit_note: text("visit_note")?,
+        recorded_by: text("recorded_by")?,
+        place: crate::clock::Place {
+            district: text("district")?,
+            street: text("street")?,
+            community: text("community")?,
+            grid: text("grid")?,
+            building: String::new(),
+        },
+    }))
+}
+
+/// Puts cases in a cluster ("" takes them out).
+pub async fn set_cluster(tx: &mut Tx, cases: &[String], cluster: &str) -> Result<(), StoreError> {
+    for case in cases {
+        let Some(id) = case.strip_prefix("cases/") else {
+            continue;
+        };
+        sqlx::query(
+            "INSERT INTO cluster_members (case_id, cluster) VALUES ($1, $2) \
+             ON CONFLICT (case_id) DO UPDATE SET cluster = excluded.cluster",
+        )
+        .bind(id)
+        .bind(cluster)
+        .execute(tx.conn())
+        .await?;
+    }
+    Ok(())
+}
+
+/// The cluster of a case ("" when none).
+pub async fn cluster_of(tx: &mut Tx, case_id: &str) -> Result<String, StoreError> {
+    let row = sqlx::query("SELECT cluster FROM cluster_members WHERE case_id = $1")
+        .bind(case_id)
+        .fetch_optional(tx.conn())
+        .await?;
+    Ok(match row {
+        Some(r) => r.try_get("cluster")?,
+        None => String::new(),
+    })
+}
+
+/// The cases of a cluster.
+pub async fn members(tx: &mut Tx, cluster: &str) -> Result<Vec<String>, StoreError> {
+    let rows =
+        sqlx::query("SELECT case_id FROM cluster_members WHERE cluster = $1 ORDER BY case_id")
+            .bind(cluster)
+            .fetch_all(tx.conn())
+            .await?;
+    rows.iter()
+        .map(|r| Ok(r.try_get::<String, _>("case_id")?))
+        .collect()
+}
+
+/// Inserts a reply unless its `dedupe` key was used; true when new.
+pub async fn insert_reply(tx: &mut Tx, r: &Reply, dedupe: &str) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO replies (id, case_id, cluster, dedupe, create_time, doc) \
+         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (dedupe) DO NOTHING",
+    )
+    .bind(&r.id)
+    .bind(&r.case_id)
+    .bind(&r.cluster)
+    .bind(dedupe)
+    .bind(r.create_time)
+    .bind(to_doc(r)?)
+    .execute(tx.conn())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// A reply by id.
+pub async fn reply<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    id: &str,
+) -> Result<Option<Reply>, StoreError> {
+    let row = sqlx::query("SELECT doc FROM replies WHERE id = $1")
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    row.map(|r| from_doc(&r.try_get::<String, _>("doc")?))
+        .transpose()
+}
+
+/// The replies that answer a case or reach its reporter, oldest first.
+pub async fn replies_for<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    case_id: &str,
+) -> Result<Vec<Reply>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT doc FROM replies WHERE case_id = $1 \
+            OR id IN (SELECT reply_id FROM deliveries WHERE case_id = $2) \
+         ORDER BY create_time, id",
+    )
+    .bind(case_id)
+    .bind(case_id)
+    .fetch_all(db)
+    .await?;
+    rows.iter()
+        .map(|r| from_doc(&r.try_get::<String, _>("doc")?))
+        .collect()
+}
+
+const DELIVERY_COLUMNS: &str = "id, reply_id, case_id, method, state, attempts, \
+    next_attempt_time, last_error, delivered_time, appointment, update_time, version";
+
+fn delivery(r: &sqlx::any::AnyRow) -> Result<Delivery, StoreError> {
+    let state: i64 = r.try_get("state")?;
+    Ok(Delivery {
+        id: r.try_get("id")?,
+        reply_id: r.try_get("reply_id")?,
+        case_id: r.try_get("case_id")?,
+        method: i32::try_from(r.try_get::<i64, _>("method")?).unwrap_or(0),
+        state: DeliveryState::from_wire(state).unwrap_or(DeliveryState::Queued),
+        attempts: i32::try_from(r.try_get::<i64, _>("attempts")?).unwrap_or(0),
+        next_attempt_time: r.try_get("next_attempt_time")?,
+        last_error: r.try_get("last_error")?,
+        delivered_time: r.try_get("delivered_time")?,
+        appointment: r.try_get("appointment")?,
+        update_time: r.try_get("update_time")?,
+        version: r.try_get("version")?,
+    })
+}
+
+/// Inserts a delivery.
+pub async fn insert_delivery(tx: &mut Tx, d: &Delivery) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO deliveries ({DELIVERY_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1)"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&d.id)
+        .bind(&d.reply_id)
+        .bind(&d.case_id)
+        .bind(i64::from(d.method))
+        .bind(i64::from(d.state.wire()))
+        .bind(i64::from(d.attempts))
+        .bind(d.next_attempt_time)
+        .bind(&d.last_error)
+        .bind(d.delivered_time)
+        .bind(&d.appointment)
+        .bind(d.update_time)
+        .execute(tx.conn())
+        .await?;
+    Ok(())
+}
+
+/// Writes a delivery if still at its version; false when it changed underneath.
+pub async fn update_delivery(tx: &mut Tx, d: &Delivery) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE deliveries SET method = $1, state = $2, attempts = $3, next_attempt_time = $4, \
+            last_error = $5, delivered_time = $6, appointment = $7, update_time = $8, \
+            version = version + 1 \
+         WHERE id = $9 AND version = $10",
+    )
+    .bind(i64::from(d.method))
+    .bind(i64::from(d.state.wire()))
+    .bind(i64::from(d.attempts))
+    .bind(d.next_attempt_time)
+    .bind(&d.last_error)
+    .bind(d.delivered_time)
+    .bind(&d.appointment)
+    .bind(d.update_time)
+    .bind(&d.id)
+    .bind(d.version)
+    .execute(tx.conn())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Deliveries of some replies, by reply then case.
+pub async fn deliveries_of<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    reply_id: &str,
+) -> Result<Vec<Delivery>, StoreError> {
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE reply_id = $1 ORDER BY case_id, id"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(reply_id)
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(delivery).collect()
+}
+
+/// A delivery by id.
+pub async fn delivery_by_id<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    id: &str,
+) -> Result<Option<Delivery>, StoreError> {
+    let sql = format!("SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    row.as_ref().map(delivery).transpose()
+}
+
+/// Queued deliveries due at `now`, soonest first.
+pub async fn due_deliveries<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    now: Micros,
+    limit: i64,
+) -> Result<Vec<Delivery>, StoreError> {
+    let sql = format!(
+        "SELECT {DELIVERY_COLUMNS} FROM deliveries WHERE state = $1 AND next_attempt_time <= $2 \
+         ORDER BY next_attempt_time LIMIT $3"
+    );
+    let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(i64::from(DeliveryState::Queued.wire()))
+        .bind(now)
+        .bind(limit)
+        .fetch_all(db)
+        .await?;
+    rows.iter().map(delivery).collect()
+}
+
+const APPOINTMENT_COLUMNS: &str = "id, delivery_id, case_id, grid, community, state, \
+    create_time, visit_time, visited_by, outcome";
+
+fn appointment(r: &sqlx::any::AnyRow) -> Result<Appointment, StoreError> {
+    Ok(Appointment {
+        id: r.try_get("id")?,
+        delivery_id: r.try_get("delivery_id")?,
+        case_id: r.try_get("case_id")?,
+        grid: r.try_get("grid")?,
+        community: r.try_get("community")?,
+        done: r.try_get::<i64, _>("state")? == 2,
+        create_time: r.try_get("create_time")?,
+        visit_time: r.try_get("visit_time")?,
+        visited_by: r.try_get("visited_by")?,
+        outcome: r.try_get("outcome")?,
+    })
+}
+
+/// Inserts an appointment.
+pub async fn insert_appointment(tx: &mut Tx, a: &Appointment) -> Result<(), StoreError> {
+    let sql = format!(
+        "INSERT INTO appointments ({APPOINTMENT_COLUMNS}) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (delivery_id) DO NOTHING"
+    );
+    sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(&a.id)
+        .bind(&a.delivery_id)
+        .bind(&a.case_id)
+        .bind(&a.grid)
+        .bind(&a.community)
+        .bind(if a.done { 2_i64 } else { 1 })
+        .bind(a.create_time)
+        .bind(a.visit_time)
+        .bind(&a.visited_by)
+        .bind(&a.outcome)
+        .execute(tx.conn())
+        .await?;
+    Ok(())
+}
+
+/// An appointment by id.
+pub async fn appointment_by_id<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    id: &str,
+) -> Result<Option<Appointment>, StoreError> {
+    let sql = format!("SELECT {APPOINTMENT_COLUMNS} FROM appointments WHERE id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(id)
+        .fetch_optional(db)
+        .await?;
+    row.as_ref().map(appointment).transpose()
+}
+
+/// Marks an appointment done if it was open; false when it was not.
+pub async fn complete_appointment(tx: &mut Tx, a: &Appointment) -> Result<bool, StoreError> {
+    let done = sqlx::query(
+        "UPDATE appointments SET state = 2, visit_time = $1, visited_by = $2, outcome = $3 \
+         WHERE id = $4 AND state = 1",
+    )
+    .bind(a.visit_time)
+    .bind(&a.visited_by)
+    .bind(&a.outcome)
+    .bind(&a.id)
+    .execute(tx.conn())
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Appointments in a place (`column = code`), open first.
+pub async fn appointments<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    place: Option<(&'static str, String)>,
+    include_done: bool,
+    limit: i64,
+) -> Result<Vec<Appointment>, StoreError> {
+    let mut clauses = Vec::new();
+    let mut n = 0;
+    if let Some((column, _)) = &place {
+        n += 1;
+        clauses.push(format!("{column} = ${n}"));
+    }
+    if !include_done {
+        clauses.push("state = 1".into());
+    }
+    let where_sql = if clauses.is_empty() {
+        String::new()
+    } else {
+        format!(" WHERE {}", clauses.join(" AND "))
+    };
+    let sql = format!(
+        "SELECT {APPOINTMENT_COLUMNS} FROM appointments{where_sql} \
+         ORDER BY state, create_time, id LIMIT ${}",
+        n + 1
+    );
+    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+    if let Some((_, code)) = place {
+        q = q.bind(code);
+    }
+    let rows = q.bind(limit).fetch_all(db).await?;
+    rows.iter().map(appointment).collect()
+}
