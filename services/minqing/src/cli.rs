@@ -58,6 +58,12 @@ enum Command {
     /// A unit's desk: pull assignments, accept, reject, progress, resolve, ask for papers.
     #[command(subcommand)]
     Desk(crate::routing_cli::DeskCommand),
+    /// Supervision's indicators, deputies' reports and systemic problems.
+    #[command(subcommand)]
+    Indicators(crate::indicators_cli::IndicatorsCommand),
+    /// Public disclosure: anonymised cases and figures (no token needed).
+    #[command(subcommand)]
+    Disclosure(crate::indicators_cli::DisclosureCommand),
     /// Load tools.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -113,6 +119,8 @@ impl Cli {
             Command::Rules(c) => c.run().await,
             Command::Route(c) => c.run().await,
             Command::Desk(c) => c.run().await,
+            Command::Indicators(c) => c.run().await,
+            Command::Disclosure(c) => c.run().await,
             Command::Bench(c) => c.run().await,
         };
         match result {

@@ -48,6 +48,8 @@ pub struct SupervisionConfig {
     /// How often the timer worker looks at the clock when nothing is due sooner, in ms (the
     /// bound on how late a timer fires; a manual test clock is only seen this often).
     pub timer_tick_ms: u64,
+    /// Indicators and hot spots (`[supervision.indicators]`).
+    pub indicators: crate::indicators::IndicatorsConfig,
 }
 
 impl Default for SupervisionConfig {
@@ -71,6 +73,7 @@ impl Default for SupervisionConfig {
             acceptance_warning_minutes: 30,
             default_time_limit_working_days: 5,
             timer_tick_ms: 250,
+            indicators: crate::indicators::IndicatorsConfig::default(),
         }
     }
 }
@@ -132,7 +135,7 @@ impl SupervisionConfig {
         if !(10..=5_000).contains(&self.timer_tick_ms) {
             return Err("supervision.timer_tick_ms must be 10 to 5000".into());
         }
-        Ok(())
+        self.indicators.validate()
     }
 
     /// The clock policy these settings make.

@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod indicators;
 pub mod store;
 
 use std::sync::Arc;
@@ -28,7 +29,9 @@ use minqing_kit::{
     server::GrpcServer,
     service::{ServiceEnv, Started},
 };
-use minqing_proto::minqing::supervision::v1::calendars_server::CalendarsServer;
+use minqing_proto::minqing::supervision::v1::{
+    calendars_server::CalendarsServer, disclosure_server::DisclosureServer,
+};
 
 /// The service's name: its database, schema and feed source.
 pub const NAME: &str = "supervision";
@@ -38,6 +41,11 @@ pub fn services(server: &mut GrpcServer, ctx: &Arc<app::Ctx>, env: &ServiceEnv) 
     let limit = env.common.server.max_message_bytes;
     server
         .add(CalendarsServer::new(grpc::CalendarsApi(ctx.clone())).max_decoding_message_size(limit))
+        .add(indicators::indicators_server(ctx, env).max_decoding_message_size(limit))
+        .add(
+            DisclosureServer::new(grpc::disclosure::DisclosureApi(ctx.clone()))
+                .max_decoding_message_size(limit),
+        )
         // Events carry no personal data, so subscriptions are not audited.
         .add(EventFeedService::new(ctx.db.clone(), env.shutdown.clone()).into_server(limit))
         .add(minqing_kit::audit::AuditService::new(ctx.db.clone()).into_server(limit));
@@ -85,12 +93,15 @@ pub async fn start(
 
     let addr = listener.local_addr()?;
     let serve_ctx = env.serve_context();
-    let tasks = vec![tokio::spawn(async move {
+    let mut tasks = vec![tokio::spawn(async move {
         server
             .serve(listener, serve_ctx)
             .await
             .context("supervision server")
     })];
+    if config.follow_feeds {
+        tasks.extend(indicators::spawn(&ctx, env)?);
+    }
     tracing::info!(%addr, "supervision serving");
     Ok(Started {
         name: NAME,

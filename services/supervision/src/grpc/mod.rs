@@ -3,6 +3,8 @@
 
 mod calendars;
 pub mod convert;
+pub mod disclosure;
+pub mod indicators;
 pub mod validate;
 
 use std::sync::Arc;

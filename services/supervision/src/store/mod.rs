@@ -11,16 +11,30 @@ use minqing_kit::error::StoreError;
 /// Supervision's migrations, one entry per part, in version order. A new part adds its own
 /// files and entry with the next free version.
 pub(crate) const MIGRATIONS: minqing_kit::db::Migrations = minqing_kit::db::Migrations {
-    sqlite: &[(
-        100,
-        "supervision calendars",
-        include_str!("../../migrations/100_calendars.sqlite.sql"),
-    )],
-    postgres: &[(
-        100,
-        "supervision calendars",
-        include_str!("../../migrations/100_calendars.postgres.sql"),
-    )],
+    sqlite: &[
+        (
+            100,
+            "supervision calendars",
+            include_str!("../../migrations/100_calendars.sqlite.sql"),
+        ),
+        (
+            200,
+            "supervision indicators",
+            include_str!("../../migrations/200_indicators.sqlite.sql"),
+        ),
+    ],
+    postgres: &[
+        (
+            100,
+            "supervision calendars",
+            include_str!("../../migrations/100_calendars.postgres.sql"),
+        ),
+        (
+            200,
+            "supervision indicators",
+            include_str!("../../migrations/200_indicators.postgres.sql"),
+        ),
+    ],
 };
 
 pub(crate) fn decode_error(what: &str, err: impl std::fmt::Display) -> StoreError {
