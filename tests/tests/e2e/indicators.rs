@@ -28,6 +28,9 @@ use tonic::Code;
 
 use crate::support::*;
 
+/// How long to wait for the feeds: on a shared PostgreSQL a long transaction anywhere holds
+/// every feed back until it ends.
+const PATIENCE: Duration = Duration::from_secs(60);
 const GRID_UNIT: &str = "grid-620102001001-g01";
 const STATION: &str = "liaison-stations/zhangye-road";
 
@@ -112,6 +115,20 @@ async fn total(client: &mut IndicatorsClient<Authed>, r: pb::GetIndicatorsReques
         .unwrap()
 }
 
+/// Whether `n` cases of the day are counted, each with its unit (intake's and routing's
+/// events both applied).
+async fn settled(mut ind: IndicatorsClient<Authed>, day: pb::GetIndicatorsRequest, n: i64) -> bool {
+    let by_unit = ind
+        .get_indicators(pb::GetIndicatorsRequest {
+            group_by: pb::Dimension::Unit as i32,
+            ..day
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    by_unit.total.unwrap().received == n && by_unit.groups.iter().all(|g| !g.value.is_empty())
+}
+
 /// Appends a supervision event as supervision's other parts would.
 async fn append<M: prost::Message + prost::Name>(suite: &Suite, subject: &str, event: &M) {
     let db = suite.db("supervision");
@@ -170,7 +187,6 @@ async fn resolve(suite: &Suite, case: &str) {
 }
 
 async fn figures_rebuild_reports_and_hot_spots(backend: Backend) {
-    minqing_kit::telemetry::init_for_tests();
     let Some(suite) = Suite::start_opts(backend, |o| {
         if let Some(s) = o.supervision.as_mut() {
             s.indicators.hotspot_threshold = 3;
@@ -229,12 +245,15 @@ async fn figures_rebuild_reports_and_hot_spots(backend: Backend) {
     .await;
 
     let day = req(DISTRICT, pb::PeriodKind::Day, &date);
-    eventually(Duration::from_secs(20), "the district's figures", || {
+    eventually(PATIENCE, "the district's figures", || {
         let (mut ind, day) = (ind.clone(), day.clone());
         async move {
-            let f = total(&mut ind, day).await;
-            eprintln!("DEBUG {f:?}");
-            f.received == 4 && f.resolved == 1 && f.rated == 1 && f.overdue_now == 1
+            let f = total(&mut ind, day.clone()).await;
+            f.received == 4
+                && f.resolved == 1
+                && f.rated == 1
+                && f.overdue_now == 1
+                && settled(ind, day, 4).await
         }
     })
     .await;
@@ -370,9 +389,9 @@ async fn figures_rebuild_reports_and_hot_spots(backend: Backend) {
         r
     })
     .await;
-    eventually(Duration::from_secs(20), "the fourth report", || {
-        let (mut ind, day) = (ind.clone(), day.clone());
-        async move { total(&mut ind, day).await.received == 5 }
+    eventually(PATIENCE, "the fourth report", || {
+        let (ind, day) = (ind.clone(), day.clone());
+        settled(ind, day, 5)
     })
     .await;
     let problems = ind
@@ -535,9 +554,9 @@ async fn figures_rebuild_reports_and_hot_spots(backend: Backend) {
         r
     })
     .await;
-    eventually(Duration::from_secs(20), "a case after the rebuild", || {
-        let (mut ind, day) = (ind.clone(), day.clone());
-        async move { total(&mut ind, day).await.received == 6 }
+    eventually(PATIENCE, "a case after the rebuild", || {
+        let (ind, day) = (ind.clone(), day.clone());
+        settled(ind, day, 6)
     })
     .await;
     let after = admin
@@ -546,7 +565,7 @@ async fn figures_rebuild_reports_and_hot_spots(backend: Backend) {
         .await
         .unwrap()
         .into_inner();
-    assert_eq!((after.cases, after.differing_rows), (6, 0));
+    assert_eq!((after.cases, after.differing_rows), (6, 0), "{after:?}");
 
     suite.stop().await;
 }
@@ -572,7 +591,7 @@ async fn disclosure_is_public_and_anonymous(backend: Backend) {
 
     // No token at all.
     let mut public = DisclosureClient::new(suite.channel("supervision").await);
-    eventually(Duration::from_secs(20), "the public list", || {
+    eventually(PATIENCE, "the public list", || {
         let mut public = public.clone();
         async move {
             let page = public

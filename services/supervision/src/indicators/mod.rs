@@ -93,10 +93,14 @@ impl Source {
 /// Applies one feed's events.
 pub struct FeedApply {
     ctx: Arc<Ctx>,
+    /// Taken by the three consumers in turn: they write the same rollup rows and facts, and
+    /// on PostgreSQL concurrent batches would wait on each other's row locks (or deadlock).
+    turn: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl Apply for FeedApply {
     async fn apply(&self, tx: &mut Tx, events: &[Event]) -> anyhow::Result<()> {
+        let _turn = self.turn.lock().await;
         let hot = Some((&self.ctx.config.indicators, self.ctx.clock.now_micros()));
         apply_events(tx, events, hot).await
     }
@@ -157,6 +161,7 @@ pub fn spawn(
     env: &ServiceEnv,
 ) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
     let mut tasks = Vec::new();
+    let turn = Arc::new(tokio::sync::Mutex::new(()));
     for source in Source::ALL {
         let feed = match source {
             Source::Intake => FeedSource::Grpc {
@@ -171,7 +176,15 @@ pub fn spawn(
         };
         let mut opts = ConsumerOptions::new(source.consumer());
         opts.kinds = source.kinds();
-        let consumer = Consumer::new(ctx.db.clone(), feed, FeedApply { ctx: ctx.clone() }, opts);
+        let consumer = Consumer::new(
+            ctx.db.clone(),
+            feed,
+            FeedApply {
+                ctx: ctx.clone(),
+                turn: turn.clone(),
+            },
+            opts,
+        );
         let shutdown = env.shutdown.clone();
         tasks.push(tokio::spawn(async move {
             consumer.run(shutdown).await;
