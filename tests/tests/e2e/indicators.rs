@@ -22,7 +22,10 @@ use minqing_proto::minqing::{
     },
     r#type::v1 as tpb,
 };
-use minqing_supervision::indicators::{facts::RatingFacts, period};
+use minqing_supervision::indicators::{
+    facts::{RatingBody, RatingFacts},
+    period,
+};
 use minqing_tests::{Authed, Suite};
 use tonic::Code;
 
@@ -225,8 +228,10 @@ async fn figures_rebuild_reports_and_hot_spots(backend: Backend) {
         &suite,
         &cases[0].name,
         &RatingFacts {
-            case: cases[0].name.clone(),
-            score: 5,
+            rating: Some(RatingBody {
+                case: cases[0].name.clone(),
+                handling_score: 5,
+            }),
         },
     )
     .await;

@@ -58,16 +58,26 @@ pub struct Facts {
 /// The rating event of supervision's ratings part, by its full name.
 pub const RATING_KIND: &str = "minqing.supervision.v1.CaseRated";
 
-/// What indicators read of a rating event. Supervision's ratings part owns the message; this
-/// is its wire shape for the two fields needed (case = 1, score = 2).
+/// What indicators read of a rating event: the wire shape of supervision's ratings part's
+/// `CaseRated { CaseRating rating = 1; }` with `CaseRating { string case = 2; int32
+/// handling_score = 3; … }` (other fields are skipped). Once both parts are merged this can be
+/// the generated message.
 #[derive(Clone, PartialEq, Message)]
 pub struct RatingFacts {
+    /// The rating.
+    #[prost(message, optional, tag = "1")]
+    pub rating: Option<RatingBody>,
+}
+
+/// The fields of `CaseRating` indicators need.
+#[derive(Clone, PartialEq, Message)]
+pub struct RatingBody {
     /// "cases/{id}".
-    #[prost(string, tag = "1")]
+    #[prost(string, tag = "2")]
     pub case: String,
-    /// 1 to 5.
-    #[prost(int32, tag = "2")]
-    pub score: i32,
+    /// The handling's score, 1 to 5.
+    #[prost(int32, tag = "3")]
+    pub handling_score: i32,
 }
 
 impl prost::Name for RatingFacts {
@@ -143,7 +153,7 @@ pub fn event_case(event: &Event) -> anyhow::Result<Option<String>> {
     }
     if event.kind == RATING_KIND {
         let e: RatingFacts = decode(event)?;
-        return Ok(case_id(&e.case).map(str::to_owned));
+        return Ok(e.rating.and_then(|r| case_id(&r.case).map(str::to_owned)));
     }
     Ok(subject_case(event))
 }
@@ -210,8 +220,9 @@ pub fn apply(f: &mut Facts, event: &Event) -> anyhow::Result<bool> {
         f.overdue = false;
     } else if k == RATING_KIND {
         let e: RatingFacts = decode(event)?;
-        if (1..=5).contains(&e.score) {
-            f.rating = e.score;
+        let score = e.rating.map(|r| r.handling_score).unwrap_or(0);
+        if (1..=5).contains(&score) {
+            f.rating = score;
         }
     }
     Ok(false)
