@@ -31,6 +31,9 @@ pub enum BenchCommand {
     /// End to end through routing: submit cases and time each from SubmitCase returning to
     /// its assignment appearing on a partner unit's PullAssignments stream.
     Route(crate::route_bench::RouteBench),
+    /// Indicators: a year of rollups for 10 million cases in the real store, and the
+    /// district/year query timed.
+    Indicators(crate::indicators_bench::IndicatorsBench),
 }
 
 /// `minqing bench submit`.
@@ -102,6 +105,7 @@ impl BenchCommand {
             BenchCommand::Submit(b) => b.run().await,
             BenchCommand::SqliteFloor(f) => f.run().await,
             BenchCommand::Route(r) => r.run().await,
+            BenchCommand::Indicators(b) => b.run().await,
         }
     }
 }

@@ -69,6 +69,12 @@ enum Command {
     Reply(crate::supervision_cli::ReplyCommand),
     /// Rate an answered case for its reporter (once per case).
     Rate(crate::supervision_cli::RateCommand),
+    /// Supervision's indicators, deputies' reports and systemic problems.
+    #[command(subcommand)]
+    Indicators(crate::indicators_cli::IndicatorsCommand),
+    /// Public disclosure: anonymised cases and figures (no token needed).
+    #[command(subcommand)]
+    Disclosure(crate::indicators_cli::DisclosureCommand),
     /// Load tools.
     #[command(subcommand)]
     Bench(crate::bench::BenchCommand),
@@ -128,6 +134,8 @@ impl Cli {
             Command::Clock(c) => c.run().await,
             Command::Reply(c) => c.run().await,
             Command::Rate(c) => c.run().await,
+            Command::Indicators(c) => c.run().await,
+            Command::Disclosure(c) => c.run().await,
             Command::Bench(c) => c.run().await,
         };
         match result {

@@ -20,6 +20,8 @@ macro_rules! say {
 mod bench;
 mod cli;
 mod client;
+mod indicators_bench;
+mod indicators_cli;
 mod matching_cli;
 mod route_bench;
 mod routing_cli;

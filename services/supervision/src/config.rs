@@ -63,6 +63,8 @@ pub struct SupervisionConfig {
     pub reply_retry_seconds: u64,
     /// Tries before a reply is marked failed.
     pub reply_max_attempts: u32,
+    /// Indicators and hot spots (`[supervision.indicators]`).
+    pub indicators: crate::indicators::IndicatorsConfig,
 }
 
 impl Default for SupervisionConfig {
@@ -93,6 +95,7 @@ impl Default for SupervisionConfig {
             webhook_url: None,
             reply_retry_seconds: 30,
             reply_max_attempts: 6,
+            indicators: crate::indicators::IndicatorsConfig::default(),
         }
     }
 }
@@ -161,7 +164,7 @@ impl SupervisionConfig {
         if !(10..=5_000).contains(&self.timer_tick_ms) {
             return Err("supervision.timer_tick_ms must be 10 to 5000".into());
         }
-        Ok(())
+        self.indicators.validate()
     }
 
     /// The clock policy these settings make.

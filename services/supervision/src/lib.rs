@@ -18,6 +18,7 @@ pub mod delivery;
 pub mod error;
 pub mod flow;
 pub mod grpc;
+pub mod indicators;
 pub mod outlets;
 pub mod replies;
 pub mod store;
@@ -36,7 +37,8 @@ use minqing_kit::{
     service::{ServiceEnv, Started, peer_channel},
 };
 use minqing_proto::minqing::supervision::v1::{
-    calendars_server::CalendarsServer, clocks_server::ClocksServer, ratings_server::RatingsServer,
+    calendars_server::CalendarsServer, clocks_server::ClocksServer,
+    disclosure_server::DisclosureServer, ratings_server::RatingsServer,
     replies_server::RepliesServer,
 };
 
@@ -51,6 +53,11 @@ pub fn services(server: &mut GrpcServer, ctx: &Arc<app::Ctx>, env: &ServiceEnv) 
         .add(ClocksServer::new(grpc::ClocksApi(ctx.clone())).max_decoding_message_size(limit))
         .add(RepliesServer::new(grpc::RepliesApi(ctx.clone())).max_decoding_message_size(limit))
         .add(RatingsServer::new(grpc::RatingsApi(ctx.clone())).max_decoding_message_size(limit))
+        .add(indicators::indicators_server(ctx, env).max_decoding_message_size(limit))
+        .add(
+            DisclosureServer::new(grpc::disclosure::DisclosureApi(ctx.clone()))
+                .max_decoding_message_size(limit),
+        )
         // Events carry no personal data, so subscriptions are not audited.
         .add(EventFeedService::new(ctx.db.clone(), env.shutdown.clone()).into_server(limit))
         .add(minqing_kit::audit::AuditService::new(ctx.db.clone()).into_server(limit));
@@ -142,6 +149,9 @@ pub async fn start_with_outlets(
                 }));
             }
         }
+    }
+    if config.follow_feeds {
+        tasks.extend(indicators::spawn(&ctx, env)?);
     }
     if config.follow_feeds && config.follow_matching {
         let source = FeedSource::Grpc {

@@ -5,6 +5,8 @@
 mod calendars;
 mod clocks;
 pub mod convert;
+pub mod disclosure;
+pub mod indicators;
 mod ratings;
 mod replies;
 pub mod validate;

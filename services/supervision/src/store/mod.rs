@@ -35,6 +35,11 @@ pub(crate) const MIGRATIONS: minqing_kit::db::Migrations = minqing_kit::db::Migr
             "supervision ratings, scores, assessments and annotations",
             include_str!("../../migrations/103_ratings.sqlite.sql"),
         ),
+        (
+            200,
+            "supervision indicators",
+            include_str!("../../migrations/200_indicators.sqlite.sql"),
+        ),
     ],
     postgres: &[
         (
@@ -56,6 +61,11 @@ pub(crate) const MIGRATIONS: minqing_kit::db::Migrations = minqing_kit::db::Migr
             103,
             "supervision ratings, scores, assessments and annotations",
             include_str!("../../migrations/103_ratings.postgres.sql"),
+        ),
+        (
+            200,
+            "supervision indicators",
+            include_str!("../../migrations/200_indicators.postgres.sql"),
         ),
     ],
 };

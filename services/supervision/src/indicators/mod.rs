@@ -1,0 +1,229 @@
+//! Indicators, reports for deputies, public disclosure and hot spots — all computed from the
+//! event feeds. Three consumers (intake's and routing's feeds over gRPC, supervision's own
+//! from its database) keep each case's facts (`ind_cases`) and the rollups made from them
+//! (`ind_rollup`), each batch with its cursor in one transaction. A rebuild reads the three
+//! feeds again from their first events and must arrive at the same rows.
+
+pub mod facts;
+pub mod hotspot;
+pub mod period;
+pub mod query;
+pub mod rebuild;
+pub mod rollup;
+
+use std::{collections::HashMap, sync::Arc};
+
+use serde::Deserialize;
+
+use crate::app::Ctx;
+use facts::Facts;
+use minqing_kit::{
+    db::Tx,
+    feed::{Apply, Consumer, ConsumerOptions, FeedSource},
+    service::{ServiceEnv, peer_channel},
+};
+use minqing_proto::minqing::events::v1::Event;
+
+/// `[supervision.indicators]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IndicatorsConfig {
+    /// Reports of one category in one place within the window that make a hot spot.
+    pub hotspot_threshold: u32,
+    /// The hot-spot window, in hours.
+    pub hotspot_window_hours: u32,
+}
+
+impl Default for IndicatorsConfig {
+    fn default() -> Self {
+        Self {
+            hotspot_threshold: 5,
+            hotspot_window_hours: 72,
+        }
+    }
+}
+
+impl IndicatorsConfig {
+    /// Checks ranges.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(2..=10_000).contains(&self.hotspot_threshold) {
+            return Err("supervision.indicators.hotspot_threshold must be 2 to 10000".into());
+        }
+        if !(1..=24 * 366).contains(&self.hotspot_window_hours) {
+            return Err("supervision.indicators.hotspot_window_hours must be 1 to 8784".into());
+        }
+        Ok(())
+    }
+}
+
+/// The three feeds indicators follow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Intake's: cases received, withdrawn.
+    Intake,
+    /// Routing's: units, deadlines, answers.
+    Routing,
+    /// Supervision's own: overdue escalations, ratings.
+    Supervision,
+}
+
+impl Source {
+    /// Every source.
+    pub const ALL: [Source; 3] = [Source::Intake, Source::Routing, Source::Supervision];
+
+    /// The consumer's name (its cursor and lease).
+    pub fn consumer(self) -> &'static str {
+        match self {
+            Source::Intake => "indicators-from-intake",
+            Source::Routing => "indicators-from-routing",
+            Source::Supervision => "indicators-from-supervision",
+        }
+    }
+
+    /// The kinds it reads.
+    pub fn kinds(self) -> Vec<String> {
+        match self {
+            Source::Intake => facts::intake_kinds(),
+            Source::Routing => facts::routing_kinds(),
+            Source::Supervision => facts::supervision_kinds(),
+        }
+    }
+}
+
+/// Applies one feed's events.
+pub struct FeedApply {
+    ctx: Arc<Ctx>,
+    /// Taken by the three consumers in turn: they write the same rollup rows and facts, and
+    /// on PostgreSQL concurrent batches would wait on each other's row locks (or deadlock).
+    turn: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Apply for FeedApply {
+    async fn apply(&self, tx: &mut Tx, events: &[Event]) -> anyhow::Result<()> {
+        let _turn = self.turn.lock().await;
+        let hot = Some((&self.ctx.config.indicators, self.ctx.clock.now_micros()));
+        apply_events(tx, events, hot).await
+    }
+}
+
+/// Applies `events` to the facts and rollups in `tx`; with `hot`, looks for hot spots among
+/// the newly received cases (the rebuild does not: problems once raised stay raised).
+pub async fn apply_events(
+    tx: &mut Tx,
+    events: &[Event],
+    hot: Option<(&IndicatorsConfig, i64)>,
+) -> anyhow::Result<()> {
+    let mut before: HashMap<String, Option<Facts>> = HashMap::new();
+    let mut now: HashMap<String, Facts> = HashMap::new();
+    for event in events {
+        let id = match facts::event_case(event) {
+            Ok(Some(id)) => id,
+            Ok(None) => continue,
+            Err(err) => {
+                // A payload that cannot be read never will be: skip it rather than stop.
+                tracing::warn!(kind = %event.kind, id = %event.id, error = %err, "indicators skip an unreadable event");
+                continue;
+            }
+        };
+        if !now.contains_key(&id) {
+            let stored = facts::load(tx, &id).await?;
+            let current = stored.clone().unwrap_or_else(|| Facts {
+                case_id: id.clone(),
+                ..Facts::default()
+            });
+            before.insert(id.clone(), stored);
+            now.insert(id.clone(), current);
+        }
+        let Some(f) = now.get_mut(&id) else { continue };
+        let received = match facts::apply(f, event) {
+            Ok(received) => received,
+            Err(err) => {
+                tracing::warn!(kind = %event.kind, id = %event.id, error = %err, "indicators skip an unreadable event");
+                continue;
+            }
+        };
+        facts::save(tx, f).await?;
+        if received && let Some((cfg, at)) = hot {
+            hotspot::check(tx, cfg, f, at).await?;
+        }
+    }
+    let mut deltas = rollup::Deltas::default();
+    for (id, f) in &now {
+        deltas.change(before.get(id).and_then(Option::as_ref), f);
+    }
+    deltas.write(tx).await?;
+    Ok(())
+}
+
+/// Starts the three consumers.
+pub fn spawn(
+    ctx: &Arc<Ctx>,
+    env: &ServiceEnv,
+) -> anyhow::Result<Vec<tokio::task::JoinHandle<anyhow::Result<()>>>> {
+    let mut tasks = Vec::new();
+    let turn = Arc::new(tokio::sync::Mutex::new(()));
+    for source in Source::ALL {
+        let feed = match source {
+            Source::Intake => FeedSource::Grpc {
+                channel: peer_channel(&env.peer("intake", &ctx.config.intake_url))?,
+                token: env.service_token.clone(),
+            },
+            Source::Routing => FeedSource::Grpc {
+                channel: peer_channel(&env.peer("routing", &ctx.config.routing_url))?,
+                token: env.service_token.clone(),
+            },
+            Source::Supervision => FeedSource::Local(ctx.db.clone()),
+        };
+        let mut opts = ConsumerOptions::new(source.consumer());
+        opts.kinds = source.kinds();
+        let consumer = Consumer::new(
+            ctx.db.clone(),
+            feed,
+            FeedApply {
+                ctx: ctx.clone(),
+                turn: turn.clone(),
+            },
+            opts,
+        );
+        let shutdown = env.shutdown.clone();
+        tasks.push(tokio::spawn(async move {
+            consumer.run(shutdown).await;
+            Ok(())
+        }));
+    }
+    Ok(tasks)
+}
+
+/// The `Indicators` gRPC service, with the feeds its rebuild reads.
+pub fn indicators_server(
+    ctx: &Arc<Ctx>,
+    env: &ServiceEnv,
+) -> minqing_proto::minqing::supervision::v1::indicators_server::IndicatorsServer<
+    crate::grpc::indicators::IndicatorsApi,
+> {
+    let intake = peer_channel(&env.peer("intake", &ctx.config.intake_url));
+    let routing = peer_channel(&env.peer("routing", &ctx.config.routing_url));
+    let feeds = match (intake, routing) {
+        (Ok(intake), Ok(routing)) => Some(rebuild::Feeds {
+            intake,
+            routing,
+            token: env.service_token.clone(),
+        }),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::warn!(error = %e, "indicators cannot be rebuilt: a feed's address is not valid");
+            None
+        }
+    };
+    minqing_proto::minqing::supervision::v1::indicators_server::IndicatorsServer::new(
+        crate::grpc::indicators::IndicatorsApi {
+            ctx: ctx.clone(),
+            feeds,
+        },
+    )
+}
+
+/// Runs supervision's migrations on `db` (for tools such as the indicators benchmark).
+pub async fn migrate(db: &minqing_kit::db::Db) -> anyhow::Result<()> {
+    db.migrate(&crate::store::MIGRATIONS).await?;
+    Ok(())
+}
