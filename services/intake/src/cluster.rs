@@ -167,6 +167,10 @@ impl Apply for Clusterer {
     }
 }
 
+/// A cluster as a batch holds it: the cluster, and its members `(create_time, id)` oldest
+/// first.
+type HeldCluster = (Cluster, Vec<(Micros, String)>);
+
 /// A batch's changes, made in memory report by report and written when the batch ends: the
 /// cases and clusters it read (with its changes applied), and what to write.
 #[derive(Default)]
@@ -179,7 +183,7 @@ struct Pending {
     changed_ids: HashSet<String>,
     /// Clusters touched, by id (`None`: no such cluster), with their members
     /// `(create_time, id)` oldest first, as changed so far.
-    clusters: HashMap<String, Option<(Cluster, Vec<(Micros, String)>)>>,
+    clusters: HashMap<String, Option<HeldCluster>>,
     /// Clusters formed.
     formed: Vec<Cluster>,
     /// Events, in order.
@@ -199,7 +203,7 @@ impl Pending {
         &mut self,
         tx: &mut Tx,
         id: &str,
-    ) -> Result<Option<&mut (Cluster, Vec<(Micros, String)>)>, StoreError> {
+    ) -> Result<Option<&mut HeldCluster>, StoreError> {
         if !self.clusters.contains_key(id) {
             let cluster = store::get_cluster_with_times(tx.conn(), id).await?;
             self.clusters.insert(id.to_string(), cluster);
@@ -327,8 +331,8 @@ impl Clusterer {
             let complete = (rows.len() as i64) < limit;
             at_building.insert(key, (rows, complete));
         }
-        let mut pending = Pending::default();
-        for (report, span) in reports {
+        let mut per_report = Vec::with_capacity(reports.len());
+        for (report, _) in reports {
             let since = report.create_time - window;
             let before = (report.create_time, report.id.as_str());
             let mut candidates = Vec::new();
@@ -377,6 +381,26 @@ impl Clusterer {
             }
             let mut seen = HashSet::new();
             candidates.retain(|c| seen.insert(c.id.clone()));
+            per_report.push(candidates);
+        }
+        // Every case the batch may change — the reports, and candidates in no cluster yet —
+        // read and (PostgreSQL) locked at once, in id order, so intake's consumer of routing's
+        // feed, which changes the same cases, waits for this batch instead of failing it.
+        let mut ids: Vec<String> = reports.iter().map(|(r, _)| r.id.clone()).collect();
+        ids.extend(
+            per_report
+                .iter()
+                .flatten()
+                .filter(|c| c.cluster.is_none())
+                .map(|c| c.id.clone()),
+        );
+        let mut pending = Pending::default();
+        let mut found = store::get_cases(tx, &ids, true).await?;
+        for id in ids {
+            let case = found.remove(&id);
+            pending.cases.entry(id).or_insert(case);
+        }
+        for ((report, span), candidates) in reports.iter().zip(per_report) {
             let meta = span.in_scope(|| EventMeta::current(format!("system:{CONSUMER}")));
             self.link(tx, &mut pending, report, &candidates, &meta)
                 .instrument(span.clone())
@@ -550,7 +574,7 @@ pub(crate) mod testing {
     };
     use minqing_kit::{
         db::Db,
-        feed::{self, Cursor, EventMeta, EventRow},
+        feed::{EventMeta, EventRow},
         time::Micros,
     };
     use minqing_proto::minqing::{events::v1 as events_pb, intake::v1 as pb};
@@ -617,12 +641,10 @@ pub(crate) mod testing {
             );
             store::submit_case(db, c, "hash", event).await.unwrap();
         }
-        feed::read_after(db, Cursor::START, 10_000)
+        minqing_kit::testing::whole_feed(db)
             .await
-            .unwrap()
-            .events
             .into_iter()
-            .map(|e| feed::to_proto(e, "intake"))
+            .map(|e| minqing_kit::feed::to_proto(e, "intake"))
             .collect()
     }
 }
@@ -642,7 +664,7 @@ mod batch_tests {
     use minqing_kit::{
         backend_tests,
         db::{Backend, Db},
-        feed::{self, Apply, Cursor},
+        feed::Apply,
         testing::TestDatabase,
         time::Clock,
     };
@@ -747,11 +769,7 @@ mod batch_tests {
                 r.get::<i64, _>(2)
             ));
         }
-        for e in feed::read_after(db, Cursor::START, 10_000)
-            .await
-            .unwrap()
-            .events
-        {
+        for e in minqing_kit::testing::whole_feed(db).await {
             if e.kind == pb::CaseClustered::full_name() {
                 let c = pb::CaseClustered::decode(e.payload.as_slice()).unwrap();
                 let cluster = c.cluster.unwrap_or_default();
@@ -803,9 +821,10 @@ mod batch_tests {
             text.contains("case c03 cluster c00"),
             "within 150 m\n{text}"
         );
+        assert!(text.contains("case c02 cluster c02"), "other words\n{text}");
         assert!(
-            text.contains("case c02 cluster  "),
-            "unrelated text\n{text}"
+            text.contains("case c07 cluster c02"),
+            "the same other words\n{text}"
         );
         assert!(
             text.contains("case c05 cluster  "),

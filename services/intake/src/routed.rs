@@ -236,16 +236,15 @@ impl Apply for Routed {
     /// event is applied in order to the case in memory (a case told twice in one batch moves
     /// twice, with an event each time, exactly as if the events came one by one), and then the
     /// changed cases are written with multi-row statements at the versions read, and the
-    /// events appended likewise.
+    /// events appended likewise. The cases are locked as they are read (PostgreSQL), so the
+    /// clusterer, which changes the same cases, waits rather than failing the batch.
     async fn apply(&self, tx: &mut Tx, events: &[events_pb::Event]) -> anyhow::Result<()> {
         let told = Self::decode(events)?;
         if told.is_empty() {
             return Ok(());
         }
-        let mut ids: Vec<String> = told.iter().map(|t| t.case_id.clone()).collect();
-        ids.sort();
-        ids.dedup();
-        let mut cases = store::get_cases(tx.conn(), &ids).await?;
+        let ids: Vec<String> = told.iter().map(|t| t.case_id.clone()).collect();
+        let mut cases = store::get_cases(tx, &ids, true).await?;
         // Each changed case's version as read, in the order first changed.
         let mut read_at: Vec<(String, i64)> = Vec::new();
         let mut changed = std::collections::HashSet::new();
@@ -306,7 +305,7 @@ mod tests {
     use minqing_kit::{
         backend_tests,
         db::{Backend, Db},
-        feed::{self, Apply, Cursor},
+        feed::Apply,
         testing::TestDatabase,
         time::{Clock, to_timestamp},
     };
@@ -458,11 +457,7 @@ mod tests {
                 r.get::<i64, _>(5)
             ));
         }
-        for e in feed::read_after(db, Cursor::START, 1_000)
-            .await
-            .unwrap()
-            .events
-        {
+        for e in minqing_kit::testing::whole_feed(db).await {
             if e.kind == pb::CaseStateChanged::full_name() {
                 let c = pb::CaseStateChanged::decode(e.payload.as_slice()).unwrap();
                 let case = c.case.unwrap_or_default();

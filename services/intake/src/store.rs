@@ -245,21 +245,33 @@ pub async fn update_case(
 }
 
 /// The cases among `ids` that exist, by id, read with one statement per few hundred ids.
+/// With `lock` (PostgreSQL; SQLite has one writer at a time anyway) the rows are locked until
+/// `tx` ends, in id order, so that consumers applying batches to the same cases wait for each
+/// other instead of failing each other's version checks, and never deadlock.
 pub async fn get_cases(
-    conn: &mut AnyConnection,
+    tx: &mut Tx,
     ids: &[String],
+    lock: bool,
 ) -> Result<std::collections::HashMap<String, Case>, StoreError> {
+    let mut ids = ids.to_vec();
+    ids.sort();
+    ids.dedup();
+    let lock = if lock && tx.backend() == Backend::Postgres {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
     let mut out = std::collections::HashMap::new();
     for chunk in ids.chunks(500) {
         let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM cases WHERE id IN ({})",
+            "SELECT {COLUMNS} FROM cases WHERE id IN ({}) ORDER BY id{lock}",
             list.join(", ")
         )));
         for id in chunk {
             query = query.bind(id.clone());
         }
-        for row in query.fetch_all(&mut *conn).await? {
+        for row in query.fetch_all(tx.conn()).await? {
             let case = case_from_row(&row)?;
             out.insert(case.id.clone(), case);
         }
@@ -271,6 +283,9 @@ pub async fn get_cases(
 /// is written if the case is still at that version. Returns how many were written; fewer
 /// than given means some changed meanwhile (the caller retries).
 pub async fn update_cases(tx: &mut Tx, cases: &[(&Case, i64)]) -> Result<u64, StoreError> {
+    // In id order, as rows are locked everywhere, so concurrent batches never deadlock.
+    let mut cases = cases.to_vec();
+    cases.sort_by(|a, b| a.0.id.cmp(&b.0.id));
     minqing_kit::db::execute_rows(
         tx.conn(),
         11,
@@ -297,7 +312,7 @@ pub async fn update_cases(tx: &mut Tx, cases: &[(&Case, i64)]) -> Result<u64, St
                 .bind(case.withdraw_reason.clone())
                 .bind(case.update_time)
                 .bind(case.version)
-                .bind(*expected)
+                .bind(expected)
         },
     )
     .await

@@ -287,7 +287,7 @@ mod tests {
     use minqing_kit::{
         backend_tests,
         db::{Backend, Db},
-        feed::{self, Apply, Cursor},
+        feed::Apply,
         testing::TestDatabase,
         time::{Clock, to_timestamp},
     };
@@ -529,10 +529,7 @@ mod tests {
                 a.state
             ));
         }
-        let events = feed::read_after(db, Cursor::START, 10_000)
-            .await
-            .unwrap()
-            .events;
+        let events = minqing_kit::testing::whole_feed(db).await;
         for e in events {
             if e.kind == pb::CaseRouted::full_name() {
                 let r = pb::CaseRouted::decode(e.payload.as_slice()).unwrap();

@@ -632,12 +632,30 @@ impl Writes {
             desk,
             events,
         } = std::mem::take(self);
+        let started = std::time::Instant::now();
+        let counts = (assignments.len(), routes.len(), desk.len(), events.len());
         store::insert_assignments(tx, &assignments).await?;
+        let t1 = started.elapsed();
         if store::insert_routes(tx, &routes).await? != routes.len() as u64 {
             return Err(FlowError::Conflict);
         }
+        let t2 = started.elapsed();
         store::append_desk_items(tx, desk).await?;
+        let t3 = started.elapsed();
         feed::append_rows(tx, events).await?;
+        if counts.1 > 1 {
+            tracing::debug!(
+                assignments = counts.0,
+                routes = counts.1,
+                desk_items = counts.2,
+                events = counts.3,
+                assignments_micros = t1.as_micros() as u64,
+                routes_micros = (t2 - t1).as_micros() as u64,
+                desk_micros = (t3 - t2).as_micros() as u64,
+                events_micros = (started.elapsed() - t3).as_micros() as u64,
+                "wrote a batch"
+            );
+        }
         Ok(())
     }
 }
