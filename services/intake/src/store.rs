@@ -290,6 +290,7 @@ pub async fn update_cases(tx: &mut Tx, cases: &[(&Case, i64)]) -> Result<u64, St
         tx.conn(),
         11,
         cases,
+        |(case, _)| 200 + case.handling_unit.len() + case.withdraw_reason.len(),
         |values| {
             format!(
                 "WITH v (id, state, disposition, handling_unit, due_time, cluster_id, supplement_count, \

@@ -313,6 +313,12 @@ pub const MAX_PARAMETERS: usize = 32_766;
 /// gain nothing more and cost PostgreSQL more to plan.
 pub const MAX_ROWS_PER_STATEMENT: usize = 1_000;
 
+/// The most bytes of values one multi-row statement carries (the sizes callers give). sqlx
+/// does not turn Nagle's algorithm off on its PostgreSQL sockets, so a message that spans more
+/// than one TCP segment can have its tail held until the server's delayed ACK, 40 ms later;
+/// statements kept under one loopback segment (32 KiB observed) never wait.
+pub const MAX_STATEMENT_BYTES: usize = 24 * 1024;
+
 /// `($1, $2), ($3, $4), …`: the `VALUES` list of `rows` rows of `columns` placeholders each.
 pub fn values_list(rows: usize, columns: usize) -> String {
     let mut out = String::with_capacity(rows * columns * 5);
@@ -334,7 +340,8 @@ pub fn values_list(rows: usize, columns: usize) -> String {
 }
 
 /// Writes many rows with a few multi-row statements instead of one round trip each: `rows`
-/// are taken in chunks that stay under every backend's bind-parameter limit; for each chunk
+/// are taken in chunks that stay under every backend's bind-parameter limit and under
+/// [`MAX_STATEMENT_BYTES`] by `size` (a row's approximate bytes); for each chunk
 /// `sql` is given the chunk's `VALUES` list ([`values_list`] of `columns` placeholders a row)
 /// and returns the statement, and `bind` binds one row's `columns` values in order. Returns
 /// the rows affected, summed over the statements. Nothing is run for no rows.
@@ -346,6 +353,7 @@ pub async fn execute_rows<T>(
     conn: &mut AnyConnection,
     columns: usize,
     rows: impl IntoIterator<Item = T>,
+    size: impl Fn(&T) -> usize,
     sql: impl Fn(&str) -> String,
     mut bind: impl FnMut(AnyQuery, T) -> AnyQuery,
 ) -> Result<u64, StoreError> {
@@ -353,7 +361,18 @@ pub async fn execute_rows<T>(
     let mut rows = rows.into_iter().peekable();
     let mut affected = 0;
     while rows.peek().is_some() {
-        let chunk: Vec<T> = rows.by_ref().take(per_statement).collect();
+        let mut chunk: Vec<T> = Vec::new();
+        let mut bytes = 0;
+        while chunk.len() < per_statement
+            && let Some(next) = rows.peek()
+        {
+            let n = size(next);
+            if !chunk.is_empty() && bytes + n > MAX_STATEMENT_BYTES {
+                break;
+            }
+            bytes += n;
+            chunk.extend(rows.next());
+        }
         let text = sql(&values_list(chunk.len(), columns));
         let mut query: AnyQuery = sqlx::query(sqlx::AssertSqlSafe(text));
         for row in chunk {

@@ -167,6 +167,7 @@ pub async fn insert_routes(tx: &mut Tx, routes: &[Route]) -> Result<u64, StoreEr
         tx.conn(),
         15,
         rows,
+        |(_, data)| 400 + data.len(),
         |values| {
             format!(
                 "INSERT INTO routes (case_id, state, disposition, handling_unit, coordinating_unit, \
@@ -360,6 +361,7 @@ pub async fn insert_assignments(tx: &mut Tx, list: &[Assignment]) -> Result<(), 
         tx.conn(),
         8,
         rows,
+        |(_, data)| 200 + data.len(),
         |values| {
             format!(
                 "INSERT INTO assignments (id, case_id, unit_id, state, accept_by, overdue, create_time, data) \
@@ -555,6 +557,7 @@ pub async fn append_desk_items(tx: &mut Tx, items: Vec<NewDeskItem>) -> Result<(
         tx.conn(),
         5,
         items,
+        |item| 80 + item.unit.len() + item.note.len() + item.payload.len(),
         |values| {
             format!(
                 "INSERT INTO desk_items (unit_id, kind, note, create_time, payload) VALUES {values}"

@@ -199,6 +199,14 @@ pub async fn append_rows(tx: &mut Tx, rows: Vec<EventRow>) -> Result<(), StoreEr
         tx.conn(),
         8,
         rows,
+        |r| {
+            64 + r.payload.len()
+                + r.kind.len()
+                + r.subject.len()
+                + r.actor.len()
+                + r.traceparent.len()
+                + r.tracestate.len()
+        },
         |values| format!("INSERT INTO events ({}) VALUES {values}", EventRow::COLUMNS),
         |query, row| row.bind(query),
     )
