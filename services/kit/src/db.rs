@@ -315,9 +315,10 @@ pub const MAX_ROWS_PER_STATEMENT: usize = 1_000;
 
 /// The most bytes of values one multi-row statement carries (the sizes callers give). sqlx
 /// does not turn Nagle's algorithm off on its PostgreSQL sockets, so a message that spans more
-/// than one TCP segment can have its tail held until the server's delayed ACK, 40 ms later;
-/// statements kept under one loopback segment (32 KiB observed) never wait.
-pub const MAX_STATEMENT_BYTES: usize = 24 * 1024;
+/// than one write can have its tail held until the server's delayed ACK, 40 ms later.
+/// Measured on loopback: statements of ~11 KB of values never waited, ~20 KB ones did
+/// (BENCHMARKS.md, routing end to end).
+pub const MAX_STATEMENT_BYTES: usize = 12 * 1024;
 
 /// `($1, $2), ($3, $4), …`: the `VALUES` list of `rows` rows of `columns` placeholders each.
 pub fn values_list(rows: usize, columns: usize) -> String {
