@@ -4,6 +4,8 @@
 //! judged one after the other, never both founding a cluster. Staff link and unlink by hand
 //! through the same functions.
 
+use std::collections::{HashMap, HashSet};
+
 use prost::{Message, Name};
 use tracing::Instrument;
 
@@ -16,7 +18,7 @@ use crate::{
 use minqing_kit::{
     db::Tx,
     error::StoreError,
-    feed::{self, Apply, EventMeta},
+    feed::{self, Apply, EventMeta, EventRow},
     time::{Clock, Micros},
 };
 use minqing_proto::minqing::{events::v1 as events_pb, intake::v1 as pb};
@@ -135,64 +137,14 @@ impl Clusterer {
     /// Looks at one new report and links it to the most similar recent one, if any. Only when
     /// a match is found are the cases read and changed.
     pub async fn consider(&self, tx: &mut Tx, report: &NewReport) -> Result<(), StoreError> {
-        let window = i64::from(self.config.window_hours) * 3_600_000_000;
-        let candidates = store::cluster_candidates(
-            tx,
-            &report.category,
-            report.create_time - window,
-            (report.create_time, &report.id),
-            &report.building,
-            report.location.map(|l| (l, self.config.distance_meters)),
-        )
-        .await?;
-        let best = candidates
-            .iter()
-            .filter_map(|c| {
-                let reason = same_place(report, c, self.config.distance_meters)?;
-                let score = dice(&report.text, &c.text);
-                (score >= self.config.min_text_similarity).then_some((score, reason, c))
-            })
-            .max_by(|a, b| a.0.total_cmp(&b.0));
-        let Some((_, reason, other)) = best else {
-            return Ok(());
-        };
-        // The report may have changed since it was submitted (withdrawn, linked by staff).
-        let Some(mut case) = store::get_case(tx.conn(), &report.id).await? else {
-            return Ok(());
-        };
-        if case.cluster.is_some() || !case.state.is_open() {
-            return Ok(());
-        }
-        let now = self.clock.now_micros();
-        let meta = EventMeta::current(format!("system:{CONSUMER}"));
-        let cluster_id = match &other.cluster {
-            Some(id) => id.clone(),
-            None => {
-                let cluster = Cluster {
-                    id: uuid::Uuid::now_v7().to_string(),
-                    category: report.category.clone(),
-                    reason,
-                    create_time: now,
-                    cases: Vec::new(),
-                };
-                store::create_cluster(tx, &cluster).await?;
-                let Some(mut first) = store::get_case(tx.conn(), &other.id).await? else {
-                    return Ok(());
-                };
-                move_case(tx, &mut first, Some(&cluster.id), now).await?;
-                emit_clustered(tx, &meta, &cluster.id, &first.id, false, now).await?;
-                cluster.id
-            }
-        };
-        move_case(tx, &mut case, Some(&cluster_id), now).await?;
-        emit_clustered(tx, &meta, &cluster_id, &case.id, false, now).await?;
-        tracing::info!(case = %case.id, cluster = %cluster_id, "report linked to a cluster");
-        Ok(())
+        self.consider_batch(tx, &[(report.clone(), tracing::Span::current())])
+            .await
     }
 }
 
 impl Apply for Clusterer {
     async fn apply(&self, tx: &mut Tx, events: &[events_pb::Event]) -> anyhow::Result<()> {
+        let mut reports = Vec::new();
         for event in events {
             if event.kind != pb::CaseSubmitted::full_name() {
                 continue;
@@ -207,11 +159,313 @@ impl Apply for Clusterer {
                 .as_ref()
                 .and_then(NewReport::from_event)
             {
-                self.consider(tx, &report)
-                    .instrument(feed::event_span(CONSUMER, event))
-                    .await?;
+                reports.push((report, feed::event_span(CONSUMER, event)));
             }
         }
+        self.consider_batch(tx, &reports).await?;
+        Ok(())
+    }
+}
+
+/// A cluster as a batch holds it: the cluster, and its members `(create_time, id)` oldest
+/// first.
+type HeldCluster = (Cluster, Vec<(Micros, String)>);
+
+/// A batch's changes, made in memory report by report and written when the batch ends: the
+/// cases and clusters it read (with its changes applied), and what to write.
+#[derive(Default)]
+struct Pending {
+    /// Cases read, by id (`None`: no such case), as changed so far.
+    cases: HashMap<String, Option<Case>>,
+    /// Changed cases, in the order first changed, with the version read.
+    changed: Vec<(String, i64)>,
+    /// Their ids.
+    changed_ids: HashSet<String>,
+    /// Clusters touched, by id (`None`: no such cluster), with their members
+    /// `(create_time, id)` oldest first, as changed so far.
+    clusters: HashMap<String, Option<HeldCluster>>,
+    /// Clusters formed.
+    formed: Vec<Cluster>,
+    /// Events, in order.
+    events: Vec<EventRow>,
+}
+
+impl Pending {
+    async fn case(&mut self, tx: &mut Tx, id: &str) -> Result<Option<&mut Case>, StoreError> {
+        if !self.cases.contains_key(id) {
+            let case = store::get_case(tx.conn(), id).await?;
+            self.cases.insert(id.to_string(), case);
+        }
+        Ok(self.cases.get_mut(id).and_then(Option::as_mut))
+    }
+
+    async fn cluster(
+        &mut self,
+        tx: &mut Tx,
+        id: &str,
+    ) -> Result<Option<&mut HeldCluster>, StoreError> {
+        if !self.clusters.contains_key(id) {
+            let cluster = store::get_cluster_with_times(tx.conn(), id).await?;
+            self.clusters.insert(id.to_string(), cluster);
+        }
+        Ok(self.clusters.get_mut(id).and_then(Option::as_mut))
+    }
+
+    /// The cluster of candidate `c` as this batch left it.
+    fn cluster_of(&self, c: &Candidate) -> Option<String> {
+        match self.cases.get(&c.id) {
+            Some(Some(case)) => case.cluster.clone(),
+            _ => c.cluster.clone(),
+        }
+    }
+
+    /// [`move_case`] into `cluster_id` (read already), in memory.
+    fn join(&mut self, case_id: &str, cluster_id: &str, now: Micros) {
+        let Some(Some(case)) = self.cases.get_mut(case_id) else {
+            return;
+        };
+        if self.changed_ids.insert(case_id.to_string()) {
+            self.changed.push((case_id.to_string(), case.version));
+        }
+        case.cluster = Some(cluster_id.to_string());
+        case.update_time = now;
+        case.version += 1;
+        let member = (case.create_time, case.id.clone());
+        if let Some(Some((_, members))) = self.clusters.get_mut(cluster_id) {
+            let at = members.partition_point(|m| *m < member);
+            members.insert(at, member);
+        }
+    }
+
+    /// [`emit_clustered`], with the cluster as this batch left it.
+    fn clustered(&mut self, meta: &EventMeta, cluster_id: &str, case_id: &str, now: Micros) {
+        let cluster = self
+            .clusters
+            .get(cluster_id)
+            .and_then(Option::as_ref)
+            .map(|(c, members)| {
+                convert::cluster(&Cluster {
+                    cases: members.iter().map(|(_, id)| id.clone()).collect(),
+                    ..c.clone()
+                })
+            });
+        let event = pb::CaseClustered {
+            cluster,
+            case: format!("cases/{case_id}"),
+            by_staff: false,
+        };
+        self.events.push(EventRow::new(
+            meta,
+            &format!("cases/{case_id}"),
+            &event,
+            now,
+        ));
+    }
+
+    /// Writes everything: the clusters formed, the changed cases at the versions read (a case
+    /// changed meanwhile fails the batch, which is applied again), the events.
+    async fn write(self, tx: &mut Tx) -> Result<(), StoreError> {
+        for cluster in &self.formed {
+            store::create_cluster(tx, cluster).await?;
+        }
+        let writes: Vec<(&Case, i64)> = self
+            .changed
+            .iter()
+            .filter_map(|(id, version)| {
+                self.cases
+                    .get(id)
+                    .and_then(Option::as_ref)
+                    .map(|c| (c, *version))
+            })
+            .collect();
+        let written = store::update_cases(tx, &writes).await?;
+        if written != writes.len() as u64 {
+            return Err(StoreError::Unavailable(sqlx::Error::Protocol(format!(
+                "{} of {} cases changed while being clustered",
+                writes.len() as u64 - written,
+                writes.len()
+            ))));
+        }
+        feed::append_rows(tx, self.events).await
+    }
+}
+
+impl Clusterer {
+    /// Looks at each new report of a batch in order, exactly as [`Clusterer::consider`] would
+    /// one after the other, with a few statements for the whole batch: the candidates at each
+    /// building are read once for all the batch's reports there, each case and cluster is
+    /// read at most once, and the changes are written together at the end.
+    pub async fn consider_batch(
+        &self,
+        tx: &mut Tx,
+        reports: &[(NewReport, tracing::Span)],
+    ) -> Result<(), StoreError> {
+        let window = i64::from(self.config.window_hours) * 3_600_000_000;
+        // The candidates at each (category, building), for every report there at once: the
+        // most recent before the latest of them, enough for each report's own most recent
+        // (checked below; a report they might not cover is looked up alone).
+        let mut groups: HashMap<(&str, &str), Vec<&NewReport>> = HashMap::new();
+        for (r, _) in reports {
+            if !r.building.is_empty() {
+                groups
+                    .entry((r.category.as_str(), r.building.as_str()))
+                    .or_default()
+                    .push(r);
+            }
+        }
+        let mut at_building: HashMap<(&str, &str), (Vec<Candidate>, bool)> = HashMap::new();
+        for (key, group) in groups {
+            let latest = group
+                .iter()
+                .map(|r| (r.create_time, r.id.as_str()))
+                .max()
+                .unwrap_or_default();
+            let since = group
+                .iter()
+                .map(|r| r.create_time - window)
+                .min()
+                .unwrap_or_default();
+            let limit = store::CANDIDATES + 2 * group.len() as i64;
+            let rows =
+                store::candidates_at_building(tx, key.0, key.1, since, latest, limit).await?;
+            let complete = (rows.len() as i64) < limit;
+            at_building.insert(key, (rows, complete));
+        }
+        let mut per_report = Vec::with_capacity(reports.len());
+        for (report, _) in reports {
+            let since = report.create_time - window;
+            let before = (report.create_time, report.id.as_str());
+            let mut candidates = Vec::new();
+            if !report.building.is_empty() {
+                let (rows, complete) =
+                    &at_building[&(report.category.as_str(), report.building.as_str())];
+                let earlier = rows
+                    .iter()
+                    .filter(|c| (c.create_time, c.id.as_str()) < before);
+                // Newest first: the report's own candidates are the first of these.
+                let mine: Vec<&Candidate> = earlier
+                    .clone()
+                    .take_while(|c| c.create_time >= since)
+                    .take(store::CANDIDATES as usize)
+                    .collect();
+                let covered = *complete
+                    || mine.len() as i64 == store::CANDIDATES
+                    || earlier.clone().any(|c| c.create_time < since);
+                if covered {
+                    candidates.extend(mine.into_iter().cloned());
+                } else {
+                    candidates.extend(
+                        store::candidates_at_building(
+                            tx,
+                            &report.category,
+                            &report.building,
+                            since,
+                            before,
+                            store::CANDIDATES,
+                        )
+                        .await?,
+                    );
+                }
+            }
+            if let Some(l) = report.location {
+                candidates.extend(
+                    store::candidates_nearby(
+                        tx,
+                        &report.category,
+                        (l, self.config.distance_meters),
+                        since,
+                        before,
+                    )
+                    .await?,
+                );
+            }
+            let mut seen = HashSet::new();
+            candidates.retain(|c| seen.insert(c.id.clone()));
+            per_report.push(candidates);
+        }
+        // Every case the batch may change — the reports, and candidates in no cluster yet —
+        // read and (PostgreSQL) locked at once, in id order, so intake's consumer of routing's
+        // feed, which changes the same cases, waits for this batch instead of failing it.
+        let mut ids: Vec<String> = reports.iter().map(|(r, _)| r.id.clone()).collect();
+        ids.extend(
+            per_report
+                .iter()
+                .flatten()
+                .filter(|c| c.cluster.is_none())
+                .map(|c| c.id.clone()),
+        );
+        let mut pending = Pending::default();
+        let mut found = store::get_cases(tx, &ids, true).await?;
+        for id in ids {
+            let case = found.remove(&id);
+            pending.cases.entry(id).or_insert(case);
+        }
+        for ((report, span), candidates) in reports.iter().zip(per_report) {
+            let meta = span.in_scope(|| EventMeta::current(format!("system:{CONSUMER}")));
+            self.link(tx, &mut pending, report, &candidates, &meta)
+                .instrument(span.clone())
+                .await?;
+        }
+        pending.write(tx).await
+    }
+
+    /// [`Clusterer::consider`]'s decision for one report of a batch, against `candidates` as
+    /// the batch has changed them, made in `pending`.
+    async fn link(
+        &self,
+        tx: &mut Tx,
+        pending: &mut Pending,
+        report: &NewReport,
+        candidates: &[Candidate],
+        meta: &EventMeta,
+    ) -> Result<(), StoreError> {
+        let best = candidates
+            .iter()
+            .filter_map(|c| {
+                let reason = same_place(report, c, self.config.distance_meters)?;
+                let score = dice(&report.text, &c.text);
+                (score >= self.config.min_text_similarity).then_some((score, reason, c))
+            })
+            .max_by(|a, b| a.0.total_cmp(&b.0));
+        let Some((_, reason, other)) = best else {
+            return Ok(());
+        };
+        let Some(case) = pending.case(tx, &report.id).await? else {
+            return Ok(());
+        };
+        if case.cluster.is_some() || !case.state.is_open() {
+            return Ok(());
+        }
+        let now = self.clock.now_micros();
+        let cluster_id = match pending.cluster_of(other) {
+            Some(id) => {
+                pending.cluster(tx, &id).await?;
+                id
+            }
+            None => {
+                let cluster = Cluster {
+                    id: uuid::Uuid::now_v7().to_string(),
+                    category: report.category.clone(),
+                    reason,
+                    create_time: now,
+                    cases: Vec::new(),
+                };
+                let id = cluster.id.clone();
+                pending
+                    .clusters
+                    .insert(id.clone(), Some((cluster.clone(), Vec::new())));
+                pending.formed.push(cluster);
+                if pending.case(tx, &other.id).await?.is_none() {
+                    return Ok(());
+                }
+                pending.join(&other.id, &id, now);
+                pending.clustered(meta, &id, &other.id, now);
+                id
+            }
+        };
+        pending.join(&report.id, &cluster_id, now);
+        pending.clustered(meta, &cluster_id, &report.id, now);
+        tracing::info!(case = %report.id, cluster = %cluster_id, "report linked to a cluster");
         Ok(())
     }
 }
@@ -307,4 +561,280 @@ mod tests {
         assert_eq!(dice(x, y), dice(y, x));
         assert!((0.0..=1.0).contains(&dice(x, y)));
     }
+}
+
+/// Cases written straight to a test database, and their `CaseSubmitted` events as a
+/// consumer receives them.
+#[cfg(test)]
+pub(crate) mod testing {
+    use crate::{
+        domain::{Case, CaseState, Channel, LatLng, Place, Reporter, Submission, Urgency},
+        grpc::convert::{self, Personal},
+        store,
+    };
+    use minqing_kit::{
+        db::Db,
+        feed::{EventMeta, EventRow},
+        time::Micros,
+    };
+    use minqing_proto::minqing::{events::v1 as events_pb, intake::v1 as pb};
+
+    /// A submitted case of category `category` at `building` (and `location`).
+    pub fn case(
+        id: &str,
+        category: &str,
+        building: &str,
+        location: Option<(f64, f64)>,
+        text: (&str, &str),
+        create_time: Micros,
+    ) -> Case {
+        Case {
+            id: id.into(),
+            request_id: format!("req-{id}"),
+            recorded_by: "window_staff:window-07".into(),
+            submission: Submission {
+                channel: Channel::Hotline,
+                channel_details: Default::default(),
+                reporter: Reporter::default(),
+                place: Place {
+                    district: "620102".into(),
+                    street: "620102001".into(),
+                    community: "620102001001".into(),
+                    grid: "620102001001-g01".into(),
+                    building: building.into(),
+                },
+                location: location.map(|(latitude, longitude)| LatLng {
+                    latitude,
+                    longitude,
+                }),
+                address: String::new(),
+                category: category.into(),
+                title: text.0.into(),
+                description: text.1.into(),
+                attachments: Vec::new(),
+                urgency: Urgency::Normal,
+                occur_time: None,
+            },
+            state: CaseState::Submitted,
+            disposition: None,
+            handling_unit: String::new(),
+            due_time: None,
+            cluster: None,
+            supplement_count: 0,
+            withdraw_reason: String::new(),
+            create_time,
+            update_time: create_time,
+            version: 1,
+        }
+    }
+
+    /// Writes `cases` with their `CaseSubmitted` events; returns the events as delivered.
+    pub async fn submit(db: &Db, cases: &[Case]) -> Vec<events_pb::Event> {
+        for c in cases {
+            let event = EventRow::new(
+                &EventMeta::current("window_staff:window-07"),
+                &c.name(),
+                &pb::CaseSubmitted {
+                    case: Some(convert::case(c, Personal::Shown)),
+                },
+                c.create_time,
+            );
+            store::submit_case(db, c, "hash", event).await.unwrap();
+        }
+        minqing_kit::testing::whole_feed(db)
+            .await
+            .into_iter()
+            .map(|e| minqing_kit::feed::to_proto(e, "intake"))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod batch_tests {
+    //! The clusterer applied to a whole batch in one transaction links exactly as it does
+    //! applied to each report alone.
+
+    use std::collections::HashMap;
+
+    use prost::{Message, Name};
+    use sqlx::Row;
+
+    use super::{Clusterer, testing};
+    use crate::{config::ClusterConfig, store};
+    use minqing_kit::{
+        backend_tests,
+        db::{Backend, Db},
+        feed::Apply,
+        testing::TestDatabase,
+        time::Clock,
+    };
+    use minqing_proto::minqing::intake::v1 as pb;
+
+    const B1: &str = "620102001001-g01-b01";
+    const B2: &str = "620102001001-g01-b02";
+    const LIGHTS: &str = "onsite-environment-02";
+
+    /// Reports over three hours: similar ones at two buildings, some with coordinates (one at
+    /// a third building but within 150 m of the first), unrelated text, another category, and
+    /// more at one building than one batch's candidates would cover on their own.
+    fn reports(start: i64) -> Vec<crate::domain::Case> {
+        let lights = ("路灯不亮", "3号楼门口的路灯不亮了，晚上很黑");
+        let lights2 = ("路灯坏了", "3号楼路灯坏了好几天，晚上走路很黑");
+        let noise = ("噪音", "楼下商铺音响太吵，影响休息");
+        let near = Some((36.0651, 103.8184));
+        let mut out = vec![
+            testing::case("c00", LIGHTS, B1, near, lights, start),
+            testing::case("c01", LIGHTS, B1, None, lights2, start + 1_000_000),
+            testing::case("c02", LIGHTS, B1, None, noise, start + 2_000_000),
+            testing::case(
+                "c03",
+                LIGHTS,
+                "620102001001-g01-b03",
+                Some((36.0652, 103.8185)),
+                lights,
+                start + 3_000_000,
+            ),
+            testing::case("c04", LIGHTS, B2, None, lights, start + 4_000_000),
+            testing::case(
+                "c05",
+                "onsite-environment-05",
+                B1,
+                None,
+                lights,
+                start + 5_000_000,
+            ),
+            testing::case("c06", LIGHTS, B2, None, lights2, start + 6_000_000),
+            testing::case("c07", LIGHTS, B1, None, noise, start + 7_000_000),
+        ];
+        for i in 0..40 {
+            let b = if i % 3 == 0 { B2 } else { B1 };
+            let text = if i % 5 == 0 { noise } else { lights2 };
+            out.push(testing::case(
+                &format!("c1{i:02}"),
+                LIGHTS,
+                b,
+                None,
+                text,
+                start + 10_000_000 + i * 60_000_000,
+            ));
+        }
+        // Reports whose events are not delivered (another consumer's share, say) but which
+        // are candidates all the same: so many between the batch's reports at one building
+        // that the batch's shared lookup cannot cover the earliest, which is looked up alone.
+        for i in 0..60 {
+            out.push(testing::case(
+                &format!("c2{i:02}"),
+                LIGHTS,
+                B1,
+                None,
+                lights2,
+                start + 10_000_001 + i * 40_000_000,
+            ));
+        }
+        out
+    }
+
+    /// The events delivered: all but those of the `c2…` reports.
+    fn delivered(
+        events: Vec<minqing_proto::minqing::events::v1::Event>,
+    ) -> Vec<minqing_proto::minqing::events::v1::Event> {
+        events
+            .into_iter()
+            .filter(|e| !e.subject.starts_with("cases/c2"))
+            .collect()
+    }
+
+    /// Each case's cluster (named by its oldest member), and the feed's `CaseClustered`
+    /// events with their clusters' members.
+    async fn snapshot(db: &Db) -> Vec<String> {
+        let mut out = Vec::new();
+        let rows = sqlx::query("SELECT id, cluster_id, version FROM cases ORDER BY id")
+            .fetch_all(db.pool())
+            .await
+            .unwrap();
+        let mut first: HashMap<String, String> = HashMap::new();
+        for r in &rows {
+            if let Some(c) = r.get::<Option<String>, _>(1) {
+                first.entry(c).or_insert_with(|| r.get(0));
+            }
+        }
+        for r in &rows {
+            let cluster = r
+                .get::<Option<String>, _>(1)
+                .map(|c| first[&c].clone())
+                .unwrap_or_default();
+            out.push(format!(
+                "case {} cluster {cluster} version {}",
+                r.get::<String, _>(0),
+                r.get::<i64, _>(2)
+            ));
+        }
+        for e in minqing_kit::testing::whole_feed(db).await {
+            if e.kind == pb::CaseClustered::full_name() {
+                let c = pb::CaseClustered::decode(e.payload.as_slice()).unwrap();
+                let cluster = c.cluster.unwrap_or_default();
+                out.push(format!(
+                    "event {} {} members {:?} reason {}",
+                    e.kind, e.subject, cluster.cases, cluster.reason
+                ));
+            }
+        }
+        out
+    }
+
+    async fn a_batch_clusters_as_one_by_one_does(backend: Backend) {
+        let (Some(one), Some(each)) = (
+            TestDatabase::new(backend).await,
+            TestDatabase::new(backend).await,
+        ) else {
+            return;
+        };
+        let clock = Clock::manual("2026-11-23T02:00:00Z".parse().unwrap());
+        let cases = reports(clock.now_micros());
+        let clusterer = Clusterer {
+            config: ClusterConfig::default(),
+            clock: clock.clone(),
+        };
+
+        let batch_db = one.db("intake", &store::MIGRATIONS).await;
+        let events = delivered(testing::submit(&batch_db, &cases).await);
+        let mut tx = batch_db.begin().await.unwrap();
+        clusterer.apply(&mut tx, &events).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let single_db = each.db("intake", &store::MIGRATIONS).await;
+        let events = delivered(testing::submit(&single_db, &cases).await);
+        for e in &events {
+            let mut tx = single_db.begin().await.unwrap();
+            clusterer
+                .apply(&mut tx, std::slice::from_ref(e))
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+
+        let (b, s) = (snapshot(&batch_db).await, snapshot(&single_db).await);
+        assert_eq!(b, s);
+        let text = b.join("\n");
+        assert!(text.contains("case c01 cluster c00"), "{text}");
+        assert!(
+            text.contains("case c03 cluster c00"),
+            "within 150 m\n{text}"
+        );
+        assert!(text.contains("case c02 cluster c02"), "other words\n{text}");
+        assert!(
+            text.contains("case c07 cluster c02"),
+            "the same other words\n{text}"
+        );
+        assert!(
+            text.contains("case c05 cluster  "),
+            "another category\n{text}"
+        );
+        assert!(text.contains("case c06 cluster c04"), "{text}");
+        assert!(text.contains("case c139 cluster c"), "{text}");
+        batch_db.close().await;
+        single_db.close().await;
+    }
+
+    backend_tests!(a_batch_clusters_as_one_by_one_does);
 }

@@ -7,7 +7,7 @@ use sqlx::{Any, AnyConnection, Executor, Row, any::AnyRow};
 
 use crate::domain::{Case, CaseState, Cluster, Disposition, LatLng, Submission};
 use minqing_kit::{
-    db::{Backend, Db, Tx},
+    db::{Backend, Db, MAX_STATEMENT_BYTES, Tx},
     error::StoreError,
     feed::{self, EventRow},
     time::Micros,
@@ -214,9 +214,36 @@ pub struct NewCase {
     pub event: EventRow,
 }
 
-/// Cases per multi-row statement: 27 values each stays far below SQLite's 32,766 and
+/// Cases per multi-row statement at most: 27 values each stays far below SQLite's 32,766 and
 /// PostgreSQL's 65,535 bind parameters.
 const CASES_PER_STATEMENT: usize = 500;
+
+/// A new case's approximate bytes on the wire: the text twice (in the submission document and
+/// the comparable text), the attachments, and the fixed columns.
+fn approx_bytes(item: &NewCase) -> usize {
+    let s = &item.case.submission;
+    600 + 2 * (s.title.len() + s.description.len()) + s.address.len() + s.attachments.len() * 200
+}
+
+/// Splits a batch into statements under [`CASES_PER_STATEMENT`] cases and, by
+/// [`approx_bytes`], under the kit's `MAX_STATEMENT_BYTES` (sqlx leaves Nagle's algorithm on,
+/// so a statement sent in two writes waits for the server's delayed ACK).
+fn statement_chunks(batch: &[NewCase]) -> Vec<&[NewCase]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0);
+    for (i, item) in batch.iter().enumerate() {
+        let n = approx_bytes(item);
+        if i > start && (bytes + n > MAX_STATEMENT_BYTES || i - start == CASES_PER_STATEMENT) {
+            out.push(&batch[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += n;
+    }
+    if start < batch.len() {
+        out.push(&batch[start..]);
+    }
+    out
+}
 
 /// Accepts many new cases and their events in one transaction (group commit): one multi-row
 /// insert of the cases, one of the events of those that were new, one durable commit. A case
@@ -226,7 +253,7 @@ const CASES_PER_STATEMENT: usize = 500;
 pub async fn submit_cases(db: &Db, batch: &[NewCase]) -> Result<Vec<Inserted>, StoreError> {
     let mut tx = db.begin().await?;
     let mut inserted: HashSet<String> = HashSet::with_capacity(batch.len());
-    for chunk in batch.chunks(CASES_PER_STATEMENT) {
+    for chunk in statement_chunks(batch) {
         let values = (0..chunk.len())
             .map(|i| {
                 let placeholders = (1..=CASE_INSERT_VALUES)
@@ -330,6 +357,81 @@ pub async fn update_case(
     .execute(tx.conn())
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// The cases among `ids` that exist, by id, read with one statement per few hundred ids.
+/// With `lock` (PostgreSQL; SQLite has one writer at a time anyway) the rows are locked until
+/// `tx` ends, in id order, so that consumers applying batches to the same cases wait for each
+/// other instead of failing each other's version checks, and never deadlock.
+pub async fn get_cases(
+    tx: &mut Tx,
+    ids: &[String],
+    lock: bool,
+) -> Result<std::collections::HashMap<String, Case>, StoreError> {
+    let mut ids = ids.to_vec();
+    ids.sort();
+    ids.dedup();
+    let lock = if lock && tx.backend() == Backend::Postgres {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let mut out = std::collections::HashMap::new();
+    for chunk in ids.chunks(500) {
+        let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT {COLUMNS} FROM cases WHERE id IN ({}) ORDER BY id{lock}",
+            list.join(", ")
+        )));
+        for id in chunk {
+            query = query.bind(id.clone());
+        }
+        for row in query.fetch_all(tx.conn()).await? {
+            let case = case_from_row(&row)?;
+            out.insert(case.id.clone(), case);
+        }
+    }
+    Ok(out)
+}
+
+/// [`update_case`] for many cases with multi-row statements: each `(case, expected_version)`
+/// is written if the case is still at that version. Returns how many were written; fewer
+/// than given means some changed meanwhile (the caller retries).
+pub async fn update_cases(tx: &mut Tx, cases: &[(&Case, i64)]) -> Result<u64, StoreError> {
+    // In id order, as rows are locked everywhere, so concurrent batches never deadlock.
+    let mut cases = cases.to_vec();
+    cases.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    minqing_kit::db::execute_rows(
+        tx.conn(),
+        11,
+        cases,
+        |(case, _)| 200 + case.handling_unit.len() + case.withdraw_reason.len(),
+        |values| {
+            format!(
+                "WITH v (id, state, disposition, handling_unit, due_time, cluster_id, supplement_count, \
+                    withdraw_reason, update_time, version, expected) AS (VALUES {values}) \
+                 UPDATE cases SET state = v.state, disposition = v.disposition, \
+                    handling_unit = v.handling_unit, due_time = v.due_time, cluster_id = v.cluster_id, \
+                    supplement_count = v.supplement_count, withdraw_reason = v.withdraw_reason, \
+                    update_time = v.update_time, version = v.version \
+                 FROM v WHERE cases.id = v.id AND cases.version = v.expected"
+            )
+        },
+        |q, (case, expected)| {
+            q.bind(case.id.clone())
+                .bind(i64::from(case.state.wire()))
+                .bind(case.disposition.map_or(0, |d| i64::from(d.wire())))
+                .bind(case.handling_unit.clone())
+                .bind(case.due_time)
+                .bind(case.cluster.clone())
+                .bind(i64::from(case.supplement_count))
+                .bind(case.withdraw_reason.clone())
+                .bind(case.update_time)
+                .bind(case.version)
+                .bind(expected)
+        },
+    )
+    .await
 }
 
 /// A list filter, already checked.
@@ -501,23 +603,19 @@ pub struct Candidate {
     pub location: Option<LatLng>,
     /// The words compared.
     pub text: String,
+    /// When it was accepted.
+    pub create_time: Micros,
 }
 
-/// Open cases of `category` accepted in `[since, before)` — strictly earlier than the report
-/// `(before, before_id)`, so each report is judged against earlier ones only and the outcome
-/// does not depend on how far the consumer lags — at `building`, and within the bounding box
-/// around `near`. Each is one indexed lookup (`cases_same_building`, `cases_nearby`) of at most
-/// 20 of the most recent.
-pub async fn cluster_candidates(
-    tx: &mut Tx,
-    category: &str,
-    since: Micros,
-    (before, before_id): (Micros, &str),
-    building: &str,
-    near: Option<(LatLng, f64)>,
-) -> Result<Vec<Candidate>, StoreError> {
-    const SELECT: &str = "SELECT id, cluster_id, building, lat_e6, lng_e6, compare_text FROM cases";
-    let open_states = [
+/// How many of the most recent candidates one report is compared with, at its building and
+/// nearby each.
+pub const CANDIDATES: i64 = 20;
+
+const CANDIDATE_SELECT: &str =
+    "SELECT id, cluster_id, building, lat_e6, lng_e6, compare_text, create_time FROM cases";
+
+fn open_states() -> String {
+    [
         CaseState::Submitted,
         CaseState::Routed,
         CaseState::InProgress,
@@ -525,67 +623,108 @@ pub async fn cluster_candidates(
         CaseState::Escalated,
     ]
     .map(|s| s.wire().to_string())
-    .join(", ");
+    .join(", ")
+}
+
+fn candidate_from_row(row: &AnyRow) -> Result<Candidate, StoreError> {
+    let lat: Option<i64> = row.try_get(3)?;
+    let lng: Option<i64> = row.try_get(4)?;
+    Ok(Candidate {
+        id: row.try_get(0)?,
+        cluster: row.try_get(1)?,
+        building: row.try_get(2)?,
+        location: lat.zip(lng).map(|(lat, lng)| LatLng {
+            latitude: lat as f64 / 1e6,
+            longitude: lng as f64 / 1e6,
+        }),
+        text: row.try_get(5)?,
+        create_time: row.try_get(6)?,
+    })
+}
+
+/// Open cases of `category` accepted in `[since, before)` — strictly earlier than the report
+/// `(before, before_id)`, so each report is judged against earlier ones only and the outcome
+/// does not depend on how far the consumer lags — at `building`, and within the bounding box
+/// around `near`. Each is one indexed lookup (`cases_same_building`, `cases_nearby`) of at most
+/// [`CANDIDATES`] of the most recent.
+pub async fn cluster_candidates(
+    tx: &mut Tx,
+    category: &str,
+    since: Micros,
+    before: (Micros, &str),
+    building: &str,
+    near: Option<(LatLng, f64)>,
+) -> Result<Vec<Candidate>, StoreError> {
     let mut rows = Vec::new();
     if !building.is_empty() {
         rows.extend(
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "{SELECT} WHERE category = $1 AND building = $2 AND create_time >= $3 \
-                 AND (create_time < $4 OR (create_time = $4 AND id < $5)) \
-                 AND state IN ({open_states}) ORDER BY create_time DESC LIMIT 20"
-            )))
-            .bind(category)
-            .bind(building)
-            .bind(since)
-            .bind(before)
-            .bind(before_id)
-            .fetch_all(tx.conn())
-            .await?,
+            candidates_at_building(tx, category, building, since, before, CANDIDATES).await?,
         );
     }
-    if let Some((p, meters)) = near {
-        // A box a little larger than the radius; the exact distance is checked by the caller.
-        let dlat = meters / 111_000.0 * 1.1;
-        let dlng = dlat / p.latitude.to_radians().cos().max(0.01);
-        rows.extend(
-            sqlx::query(sqlx::AssertSqlSafe(format!(
-                "{SELECT} WHERE category = $1 AND lat_e6 BETWEEN $2 AND $3 AND lng_e6 BETWEEN $4 AND $5 \
-                                  AND create_time >= $6 AND (create_time < $7 OR (create_time = $7 AND id < $8)) \
-                 AND state IN ({open_states}) \
-                 ORDER BY create_time DESC LIMIT 20"
-            )))
-            .bind(category)
-            .bind(e6(p.latitude - dlat))
-            .bind(e6(p.latitude + dlat))
-            .bind(e6(p.longitude - dlng))
-            .bind(e6(p.longitude + dlng))
-                        .bind(since)
-            .bind(before)
-            .bind(before_id)
-            .fetch_all(tx.conn())
-            .await?,
-        );
+    if let Some(near) = near {
+        rows.extend(candidates_nearby(tx, category, near, since, before).await?);
     }
     let mut seen = HashSet::new();
-    rows.iter()
-        .map(|row| {
-            let lat: Option<i64> = row.try_get(3)?;
-            let lng: Option<i64> = row.try_get(4)?;
-            Ok(Candidate {
-                id: row.try_get(0)?,
-                cluster: row.try_get(1)?,
-                building: row.try_get(2)?,
-                location: lat.zip(lng).map(|(lat, lng)| LatLng {
-                    latitude: lat as f64 / 1e6,
-                    longitude: lng as f64 / 1e6,
-                }),
-                text: row.try_get(5)?,
-            })
-        })
-        .filter(|c: &Result<Candidate, StoreError>| {
-            c.as_ref().map_or(true, |c| seen.insert(c.id.clone()))
-        })
-        .collect()
+    rows.retain(|c| seen.insert(c.id.clone()));
+    Ok(rows)
+}
+
+/// The `limit` most recent open cases of `category` at `building` accepted in
+/// `[since, before)`, newest first.
+pub async fn candidates_at_building(
+    tx: &mut Tx,
+    category: &str,
+    building: &str,
+    since: Micros,
+    (before, before_id): (Micros, &str),
+    limit: i64,
+) -> Result<Vec<Candidate>, StoreError> {
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{CANDIDATE_SELECT} WHERE category = $1 AND building = $2 AND create_time >= $3 \
+         AND (create_time < $4 OR (create_time = $4 AND id < $5)) \
+         AND state IN ({}) ORDER BY create_time DESC, id DESC LIMIT $6",
+        open_states()
+    )))
+    .bind(category)
+    .bind(building)
+    .bind(since)
+    .bind(before)
+    .bind(before_id)
+    .bind(limit)
+    .fetch_all(tx.conn())
+    .await?;
+    rows.iter().map(candidate_from_row).collect()
+}
+
+/// The [`CANDIDATES`] most recent open cases of `category` within `near` (a bounding box a
+/// little larger than the radius; the exact distance is the caller's) accepted in
+/// `[since, before)`, newest first.
+pub async fn candidates_nearby(
+    tx: &mut Tx,
+    category: &str,
+    (p, meters): (LatLng, f64),
+    since: Micros,
+    (before, before_id): (Micros, &str),
+) -> Result<Vec<Candidate>, StoreError> {
+    let dlat = meters / 111_000.0 * 1.1;
+    let dlng = dlat / p.latitude.to_radians().cos().max(0.01);
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "{CANDIDATE_SELECT} WHERE category = $1 AND lat_e6 BETWEEN $2 AND $3 AND lng_e6 BETWEEN $4 AND $5 \
+         AND create_time >= $6 AND (create_time < $7 OR (create_time = $7 AND id < $8)) \
+         AND state IN ({}) ORDER BY create_time DESC, id DESC LIMIT {CANDIDATES}",
+        open_states()
+    )))
+    .bind(category)
+    .bind(e6(p.latitude - dlat))
+    .bind(e6(p.latitude + dlat))
+    .bind(e6(p.longitude - dlng))
+    .bind(e6(p.longitude + dlng))
+    .bind(since)
+    .bind(before)
+    .bind(before_id)
+    .fetch_all(tx.conn())
+    .await?;
+    rows.iter().map(candidate_from_row).collect()
 }
 
 /// Creates a cluster.
@@ -614,6 +753,20 @@ pub async fn get_cluster(
     conn: &mut AnyConnection,
     id: &str,
 ) -> Result<Option<Cluster>, StoreError> {
+    Ok(get_cluster_with_times(conn, id)
+        .await?
+        .map(|(mut cluster, members)| {
+            cluster.cases = members.into_iter().map(|(_, id)| id).collect();
+            cluster
+        }))
+}
+
+/// [`get_cluster`] with each member's acceptance time beside it: `(create_time, id)`, oldest
+/// first (the cluster's `cases` are left empty).
+pub async fn get_cluster_with_times(
+    conn: &mut AnyConnection,
+    id: &str,
+) -> Result<Option<(Cluster, Vec<(Micros, String)>)>, StoreError> {
     let Some(row) =
         sqlx::query("SELECT id, category, reason, create_time FROM clusters WHERE id = $1")
             .bind(id)
@@ -622,18 +775,25 @@ pub async fn get_cluster(
     else {
         return Ok(None);
     };
-    let cases: Vec<String> =
-        sqlx::query_scalar("SELECT id FROM cases WHERE cluster_id = $1 ORDER BY create_time, id")
-            .bind(id)
-            .fetch_all(&mut *conn)
-            .await?;
-    Ok(Some(Cluster {
-        id: row.try_get(0)?,
-        category: row.try_get(1)?,
-        reason: row.try_get(2)?,
-        create_time: row.try_get(3)?,
-        cases,
-    }))
+    let members = sqlx::query(
+        "SELECT create_time, id FROM cases WHERE cluster_id = $1 ORDER BY create_time, id",
+    )
+    .bind(id)
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+    .collect::<Result<Vec<_>, sqlx::Error>>()?;
+    Ok(Some((
+        Cluster {
+            id: row.try_get(0)?,
+            category: row.try_get(1)?,
+            reason: row.try_get(2)?,
+            create_time: row.try_get(3)?,
+            cases: Vec::new(),
+        },
+        members,
+    )))
 }
 
 /// A case's events (its timeline), oldest first: `(kind, create_time, actor, payload)`.

@@ -198,6 +198,37 @@ where
     }
 }
 
+/// Every event of `db`'s feed, in feed order, waiting while committed events are held back
+/// behind a transaction still running (on PostgreSQL the horizon is the whole server's, so
+/// another test's transaction holds it back too).
+pub async fn whole_feed(db: &Db) -> Vec<crate::feed::StoredEvent> {
+    const PAGE: i64 = 1_000;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let mut out = Vec::new();
+    let mut after = crate::feed::Cursor::START;
+    loop {
+        let batch = crate::feed::read_after(db, after, PAGE)
+            .await
+            .expect("read the feed");
+        let n = batch.events.len() as i64;
+        if let Some(last) = batch.events.last() {
+            after = last.cursor;
+        }
+        out.extend(batch.events);
+        if n == PAGE {
+            continue;
+        }
+        if !batch.held_back {
+            return out;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the feed stayed held back for 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::replace_database;

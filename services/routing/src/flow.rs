@@ -22,7 +22,7 @@ use crate::{
 use minqing_kit::{
     db::Tx,
     error::StoreError,
-    feed::{self, EventMeta},
+    feed::{self, EventMeta, EventRow},
     time::{Micros, to_timestamp},
 };
 use minqing_proto::minqing::routing::v1 as pb;
@@ -193,6 +193,44 @@ pub async fn assign(
     meta: &EventMeta,
     emits: &mut Vec<Emit>,
 ) -> Result<Assignment, FlowError> {
+    let mut unit_events = Vec::new();
+    let assignment = prepare_assignment(
+        app,
+        tx,
+        route,
+        outcome,
+        coordination,
+        cause,
+        previous_unit,
+        now,
+        meta,
+        emits,
+        &mut unit_events,
+    )
+    .await?;
+    feed::append_rows(tx, unit_events).await?;
+    store::insert_assignment(tx, &assignment).await?;
+    Ok(assignment)
+}
+
+/// [`assign`] without writing the assignment or the events of the units created (these are
+/// pushed on `unit_events`, in order): for callers that write a whole batch at once
+/// ([`Writes`]). Units the decision needs are created at once, so a later case of the same
+/// batch finds them.
+#[allow(clippy::too_many_arguments)]
+pub async fn prepare_assignment(
+    app: &App,
+    tx: &mut Tx,
+    route: &mut Route,
+    outcome: Outcome,
+    coordination: Coordination,
+    cause: pb::RouteCause,
+    previous_unit: &str,
+    now: Micros,
+    meta: &EventMeta,
+    emits: &mut Vec<Emit>,
+    unit_events: &mut Vec<EventRow>,
+) -> Result<Assignment, FlowError> {
     let mut created_any = false;
     for mut unit in outcome.create {
         unit.create_time = now;
@@ -202,7 +240,7 @@ pub async fn assign(
                 unit: Some(convert::unit(&unit)),
                 created: true,
             };
-            feed::append(tx, meta, &unit.name(), &event, now).await?;
+            unit_events.push(EventRow::new(meta, &unit.name(), &event, now));
             created_any = true;
         }
     }
@@ -240,7 +278,6 @@ pub async fn assign(
         shows_contact,
         version: 1,
     };
-    store::insert_assignment(tx, &assignment).await?;
 
     match coordination {
         Coordination::Keep if !route.coordinating_unit.is_empty() => {}
@@ -345,194 +382,282 @@ pub async fn finish(
     if !written {
         return Err(FlowError::Conflict);
     }
-    let subject = route.case_name();
-    let wire = convert::route(route, Vec::new());
-    let facts = &route.facts;
-    let contact = route.contact.as_ref();
-    // Events carry the route with its facts once; the assignments and decisions inside
-    // leave them out (see events.proto).
-    let a = |x: &Assignment| {
-        let mut w = convert::assignment(x, facts, None);
-        w.facts = None;
-        w.decision = None;
-        w
-    };
-    for emit in emits {
-        match emit {
-            Emit::Desk(assignment, kind, note) => {
-                let payload = convert::assignment(&assignment, facts, contact).encode_to_vec();
-                store::append_desk_item(tx, &assignment.unit, kind as i32, &note, now, &payload)
-                    .await?;
-            }
-            Emit::Routed {
-                assignment,
-                cause,
-                previous_unit,
-            } => {
-                let event = pb::CaseRouted {
-                    route: Some(wire.clone()),
-                    assignment: Some(a(&assignment)),
-                    cause: cause as i32,
-                    previous_unit: if previous_unit.is_empty() {
-                        String::new()
-                    } else {
-                        format!("units/{previous_unit}")
-                    },
-                    volunteer_suitable: facts.volunteer_suitable,
-                    category: facts.category.clone(),
-                    place_codes: facts.place.codes().map(str::to_owned).collect(),
-                    title: facts.title.clone(),
-                    description: facts.description.clone(),
-                    case: subject.clone(),
-                    disposition: assignment.disposition.wire(),
-                    unit: format!("units/{}", assignment.unit),
-                    due_time: assignment.due_time.map(to_timestamp),
-                    time_limit_working_days: assignment.decision.time_limit_working_days,
-                };
-                feed::append(tx, meta, &subject, &event, now).await?;
-            }
-            Emit::Accepted(assignment, note) => {
-                let event = pb::AssignmentAccepted {
-                    route: Some(wire.clone()),
-                    assignment: Some(a(&assignment)),
-                    note,
-                };
-                feed::append(tx, meta, &subject, &event, now).await?;
-            }
-            Emit::Rejected(assignment, reason) => {
-                let event = pb::AssignmentRejected {
-                    route: Some(wire.clone()),
-                    assignment: Some(a(&assignment)),
-                    reason,
-                };
-                feed::append(tx, meta, &subject, &event, now).await?;
-            }
-            Emit::Overdue(assignment) => {
-                let event = pb::AssignmentAcceptanceOverdue {
-                    route: Some(wire.clone()),
-                    accept_by: Some(to_timestamp(assignment.accept_by)),
-                    assignment: Some(a(&assignment)),
-                };
-                feed::append(tx, meta, &subject, &event, now).await?;
-            }
-            Emit::Progressed(assignment, note) => {
-                let event = pb::AssignmentProgressed {
-                    route: Some(wire.clone()),
-                    assignment: Some(a(&assignment)),
-                    progress: Some(pb::ProgressNote {
-                        note: note.note.clone(),
-                        attachments: convert::attachments(&note.attachments),
-                        time: Some(to_timestamp(note.time)),
-                        actor: note.actor.clone(),
-                    }),
-                };
-                feed::append(tx, meta, &subject, &event, now).await?;
-            }
-            Emit::Resolved(assignment, on_time) => {
-                let event = pb::AssignmentResolved {
-                    route: Some(wire.clone()),
-                    result: assignment.result.clone(),
-                    evidence: convert::attachments(&assignment.evidence),
-                    assignment: Some(a(&assignment)),
-                    on_time,
-                };
-                feed::append(tx, meta, &subject, &event, now).await?;
-            }
-            Emit::SupplementRequested(assignment, documents, note) => {
-                let event = pb::SupplementRequested {
-                    route: Some(wire.clone()),
-                    assignment: Some(a(&assignment)),
-                    documents,
-                    note,
-                };
-                feed::append(tx, meta, &subject, &event, now).await?;
-            }
-            Emit::Resumed(assignment) => {
-                let event = pb::CaseResumed {
-                    route: Some(wire.clone()),
-                    assignment: Some(a(&assignment)),
-                    due_time: route.due_time.map(to_timestamp),
-                    time_limit_working_days: route.time_limit_working_days,
-                };
-                feed::append(tx, meta, &subject, &event, now).await?;
-            }
-            Emit::Escalated => {
-                let e = route.escalation.clone().unwrap_or_default();
-                let event = pb::CaseEscalated {
-                    route: Some(wire.clone()),
-                    escalation: Some(convert::escalation(&e)),
-                    case: subject.clone(),
-                    approver: if e.approver.is_empty() {
-                        String::new()
-                    } else {
-                        format!("units/{}", e.approver)
-                    },
-                };
-                feed::append(tx, meta, &subject, &event, now).await?;
-            }
-            Emit::EscalationDecided => {
-                let e = route.escalation.clone().unwrap_or_default();
-                let answering_unit = format!("units/{}", route.handling_unit);
-                if e.approved {
-                    let event = pb::EscalationApproved {
-                        route: Some(wire.clone()),
-                        escalation: Some(convert::escalation(&e)),
-                        case: subject.clone(),
-                        approve_time: e.decide_time.map(to_timestamp),
-                        answer_due_time: e.answer_due_time.map(to_timestamp),
-                        answer_time_limit_working_days: 3,
-                        answering_unit,
-                    };
-                    feed::append(tx, meta, &subject, &event, now).await?;
-                } else {
-                    let event = pb::EscalationRefused {
-                        route: Some(wire.clone()),
-                        escalation: Some(convert::escalation(&e)),
-                        case: subject.clone(),
-                        refuse_time: e.decide_time.map(to_timestamp),
-                        answer_due_time: e.answer_due_time.map(to_timestamp),
-                        reason: e.decision_note.clone(),
-                        answering_unit,
-                    };
-                    feed::append(tx, meta, &subject, &event, now).await?;
+    let mut writes = Writes::default();
+    writes.tell(route, emits, now, meta);
+    writes.flush(tx).await
+}
+
+/// Writes put off to be made for a whole batch at once, a multi-row statement per table
+/// instead of a round trip per row: the dispatcher routes every new case of a batch of
+/// intake's events into one of these and flushes it once. Rows keep the order they were
+/// pushed in, so the feed and the desks read exactly as if each case had been written alone.
+#[derive(Debug, Default)]
+pub struct Writes {
+    /// Assignments to insert.
+    pub assignments: Vec<Assignment>,
+    /// New routes to insert.
+    pub routes: Vec<Route>,
+    /// Desk items to append.
+    pub desk: Vec<store::NewDeskItem>,
+    /// Events to append.
+    pub events: Vec<EventRow>,
+}
+
+impl Writes {
+    /// Whether nothing is waiting.
+    pub fn is_empty(&self) -> bool {
+        self.assignments.is_empty()
+            && self.routes.is_empty()
+            && self.desk.is_empty()
+            && self.events.is_empty()
+    }
+
+    /// A new case's route, to be inserted with every event and desk item of `emits` (as
+    /// [`finish`] does with `expected_version` `None`). `route`'s first assignment must be in
+    /// [`Writes::assignments`] already.
+    pub fn finish_new(
+        &mut self,
+        mut route: Route,
+        emits: Vec<Emit>,
+        now: Micros,
+        meta: &EventMeta,
+    ) {
+        route.update_time = now;
+        route.version += 1;
+        self.tell(&route, emits, now, meta);
+        self.routes.push(route);
+    }
+
+    /// Makes the events and desk items of `emits`, built from `route` as it stands.
+    pub fn tell(&mut self, route: &Route, emits: Vec<Emit>, now: Micros, meta: &EventMeta) {
+        let subject = route.case_name();
+        let wire = convert::route(route, Vec::new());
+        let facts = &route.facts;
+        let contact = route.contact.as_ref();
+        // Events carry the route with its facts once; the assignments and decisions inside
+        // leave them out (see events.proto).
+        let a = |x: &Assignment| {
+            let mut w = convert::assignment(x, facts, None);
+            w.facts = None;
+            w.decision = None;
+            w
+        };
+        for emit in emits {
+            match emit {
+                Emit::Desk(assignment, kind, note) => {
+                    self.desk.push(store::NewDeskItem {
+                        payload: convert::assignment(&assignment, facts, contact).encode_to_vec(),
+                        unit: assignment.unit,
+                        kind: kind as i32,
+                        note,
+                        create_time: now,
+                    });
                 }
-            }
-            Emit::Referred => {
-                let r = route.referral.clone().unwrap_or_default();
-                let event = pb::CaseReferred {
-                    route: Some(wire.clone()),
-                    referral: Some(convert::referral(&r)),
-                    case: subject.clone(),
-                    due_time: route.due_time.map(to_timestamp),
-                    time_limit_working_days: route.time_limit_working_days,
-                };
-                feed::append(tx, meta, &subject, &event, now).await?;
-            }
-            Emit::Transferred {
-                from,
-                to,
-                reason,
-                handed_over,
-            } => {
-                let event = pb::CaseTransferred {
-                    route: Some(wire.clone()),
-                    from_unit: format!("units/{from}"),
-                    to_unit: format!("units/{to}"),
+                Emit::Routed {
+                    assignment,
+                    cause,
+                    previous_unit,
+                } => {
+                    let event = pb::CaseRouted {
+                        route: Some(wire.clone()),
+                        assignment: Some(a(&assignment)),
+                        cause: cause as i32,
+                        previous_unit: if previous_unit.is_empty() {
+                            String::new()
+                        } else {
+                            format!("units/{previous_unit}")
+                        },
+                        volunteer_suitable: facts.volunteer_suitable,
+                        category: facts.category.clone(),
+                        place_codes: facts.place.codes().map(str::to_owned).collect(),
+                        title: facts.title.clone(),
+                        description: facts.description.clone(),
+                        case: subject.clone(),
+                        disposition: assignment.disposition.wire(),
+                        unit: format!("units/{}", assignment.unit),
+                        due_time: assignment.due_time.map(to_timestamp),
+                        time_limit_working_days: assignment.decision.time_limit_working_days,
+                    };
+                    self.events.push(EventRow::new(meta, &subject, &event, now));
+                }
+                Emit::Accepted(assignment, note) => {
+                    let event = pb::AssignmentAccepted {
+                        route: Some(wire.clone()),
+                        assignment: Some(a(&assignment)),
+                        note,
+                    };
+                    self.events.push(EventRow::new(meta, &subject, &event, now));
+                }
+                Emit::Rejected(assignment, reason) => {
+                    let event = pb::AssignmentRejected {
+                        route: Some(wire.clone()),
+                        assignment: Some(a(&assignment)),
+                        reason,
+                    };
+                    self.events.push(EventRow::new(meta, &subject, &event, now));
+                }
+                Emit::Overdue(assignment) => {
+                    let event = pb::AssignmentAcceptanceOverdue {
+                        route: Some(wire.clone()),
+                        accept_by: Some(to_timestamp(assignment.accept_by)),
+                        assignment: Some(a(&assignment)),
+                    };
+                    self.events.push(EventRow::new(meta, &subject, &event, now));
+                }
+                Emit::Progressed(assignment, note) => {
+                    let event = pb::AssignmentProgressed {
+                        route: Some(wire.clone()),
+                        assignment: Some(a(&assignment)),
+                        progress: Some(pb::ProgressNote {
+                            note: note.note.clone(),
+                            attachments: convert::attachments(&note.attachments),
+                            time: Some(to_timestamp(note.time)),
+                            actor: note.actor.clone(),
+                        }),
+                    };
+                    self.events.push(EventRow::new(meta, &subject, &event, now));
+                }
+                Emit::Resolved(assignment, on_time) => {
+                    let event = pb::AssignmentResolved {
+                        route: Some(wire.clone()),
+                        result: assignment.result.clone(),
+                        evidence: convert::attachments(&assignment.evidence),
+                        assignment: Some(a(&assignment)),
+                        on_time,
+                    };
+                    self.events.push(EventRow::new(meta, &subject, &event, now));
+                }
+                Emit::SupplementRequested(assignment, documents, note) => {
+                    let event = pb::SupplementRequested {
+                        route: Some(wire.clone()),
+                        assignment: Some(a(&assignment)),
+                        documents,
+                        note,
+                    };
+                    self.events.push(EventRow::new(meta, &subject, &event, now));
+                }
+                Emit::Resumed(assignment) => {
+                    let event = pb::CaseResumed {
+                        route: Some(wire.clone()),
+                        assignment: Some(a(&assignment)),
+                        due_time: route.due_time.map(to_timestamp),
+                        time_limit_working_days: route.time_limit_working_days,
+                    };
+                    self.events.push(EventRow::new(meta, &subject, &event, now));
+                }
+                Emit::Escalated => {
+                    let e = route.escalation.clone().unwrap_or_default();
+                    let event = pb::CaseEscalated {
+                        route: Some(wire.clone()),
+                        escalation: Some(convert::escalation(&e)),
+                        case: subject.clone(),
+                        approver: if e.approver.is_empty() {
+                            String::new()
+                        } else {
+                            format!("units/{}", e.approver)
+                        },
+                    };
+                    self.events.push(EventRow::new(meta, &subject, &event, now));
+                }
+                Emit::EscalationDecided => {
+                    let e = route.escalation.clone().unwrap_or_default();
+                    let answering_unit = format!("units/{}", route.handling_unit);
+                    if e.approved {
+                        let event = pb::EscalationApproved {
+                            route: Some(wire.clone()),
+                            escalation: Some(convert::escalation(&e)),
+                            case: subject.clone(),
+                            approve_time: e.decide_time.map(to_timestamp),
+                            answer_due_time: e.answer_due_time.map(to_timestamp),
+                            answer_time_limit_working_days: 3,
+                            answering_unit,
+                        };
+                        self.events.push(EventRow::new(meta, &subject, &event, now));
+                    } else {
+                        let event = pb::EscalationRefused {
+                            route: Some(wire.clone()),
+                            escalation: Some(convert::escalation(&e)),
+                            case: subject.clone(),
+                            refuse_time: e.decide_time.map(to_timestamp),
+                            answer_due_time: e.answer_due_time.map(to_timestamp),
+                            reason: e.decision_note.clone(),
+                            answering_unit,
+                        };
+                        self.events.push(EventRow::new(meta, &subject, &event, now));
+                    }
+                }
+                Emit::Referred => {
+                    let r = route.referral.clone().unwrap_or_default();
+                    let event = pb::CaseReferred {
+                        route: Some(wire.clone()),
+                        referral: Some(convert::referral(&r)),
+                        case: subject.clone(),
+                        due_time: route.due_time.map(to_timestamp),
+                        time_limit_working_days: route.time_limit_working_days,
+                    };
+                    self.events.push(EventRow::new(meta, &subject, &event, now));
+                }
+                Emit::Transferred {
+                    from,
+                    to,
                     reason,
-                    responsibility_handed_over: handed_over,
-                };
-                feed::append(tx, meta, &subject, &event, now).await?;
-            }
-            Emit::Cancelled(reason) => {
-                let event = pb::RoutingCancelled {
-                    route: Some(wire.clone()),
-                    reason,
-                };
-                feed::append(tx, meta, &subject, &event, now).await?;
+                    handed_over,
+                } => {
+                    let event = pb::CaseTransferred {
+                        route: Some(wire.clone()),
+                        from_unit: format!("units/{from}"),
+                        to_unit: format!("units/{to}"),
+                        reason,
+                        responsibility_handed_over: handed_over,
+                    };
+                    self.events.push(EventRow::new(meta, &subject, &event, now));
+                }
+                Emit::Cancelled(reason) => {
+                    let event = pb::RoutingCancelled {
+                        route: Some(wire.clone()),
+                        reason,
+                    };
+                    self.events.push(EventRow::new(meta, &subject, &event, now));
+                }
             }
         }
     }
-    Ok(())
+
+    /// Writes everything waiting, in `tx`, and empties the buffer. A route whose case was
+    /// routed meanwhile makes it fail with [`FlowError::Conflict`].
+    pub async fn flush(&mut self, tx: &mut Tx) -> Result<(), FlowError> {
+        let Writes {
+            assignments,
+            routes,
+            desk,
+            events,
+        } = std::mem::take(self);
+        let started = std::time::Instant::now();
+        let counts = (assignments.len(), routes.len(), desk.len(), events.len());
+        store::insert_assignments(tx, &assignments).await?;
+        let t1 = started.elapsed();
+        if store::insert_routes(tx, &routes).await? != routes.len() as u64 {
+            return Err(FlowError::Conflict);
+        }
+        let t2 = started.elapsed();
+        store::append_desk_items(tx, desk).await?;
+        let t3 = started.elapsed();
+        feed::append_rows(tx, events).await?;
+        if counts.1 > 1 {
+            tracing::debug!(
+                assignments = counts.0,
+                routes = counts.1,
+                desk_items = counts.2,
+                events = counts.3,
+                assignments_micros = t1.as_micros() as u64,
+                routes_micros = (t2 - t1).as_micros() as u64,
+                desk_micros = (t3 - t2).as_micros() as u64,
+                events_micros = (started.elapsed() - t3).as_micros() as u64,
+                "wrote a batch"
+            );
+        }
+        Ok(())
+    }
 }
 
 /// A staff decision (transfer, reassignment, referral): no rule, the unit given, the deadline

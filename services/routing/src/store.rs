@@ -9,7 +9,7 @@ use sqlx::{Any, Executor, Row};
 
 use crate::domain::{Assignment, AssignmentState, Route, RouteState, Unit};
 use minqing_kit::{
-    db::{Backend, Db, Tx},
+    db::{Backend, Db, Tx, execute_rows},
     error::StoreError,
     feed::Cursor,
     time::Micros,
@@ -153,31 +153,48 @@ pub async fn claim_request(
 
 /// Inserts a case's route; false when the case was routed already.
 pub async fn insert_route(tx: &mut Tx, route: &Route) -> Result<bool, StoreError> {
-    let p = &route.facts.place;
-    let done = sqlx::query(
-        "INSERT INTO routes (case_id, state, disposition, handling_unit, coordinating_unit, \
-            district, street, community, grid, building, station, create_time, update_time, version, data) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-         ON CONFLICT (case_id) DO NOTHING",
+    Ok(insert_routes(tx, std::slice::from_ref(route)).await? == 1)
+}
+
+/// Inserts new cases' routes with multi-row statements; how many were inserted (a case
+/// routed already is left as it is and not counted).
+pub async fn insert_routes(tx: &mut Tx, routes: &[Route]) -> Result<u64, StoreError> {
+    let rows = routes
+        .iter()
+        .map(|r| Ok((r, to_json("route", r)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    execute_rows(
+        tx.conn(),
+        15,
+        rows,
+        |(_, data)| 400 + data.len(),
+        |values| {
+            format!(
+                "INSERT INTO routes (case_id, state, disposition, handling_unit, coordinating_unit, \
+                    district, street, community, grid, building, station, create_time, update_time, version, data) \
+                 VALUES {values} ON CONFLICT (case_id) DO NOTHING"
+            )
+        },
+        |q, (route, data)| {
+            let p = &route.facts.place;
+            q.bind(route.case_id.clone())
+                .bind(i64::from(route.state.wire()))
+                .bind(i64::from(route.disposition.wire()))
+                .bind(route.handling_unit.clone())
+                .bind(route.coordinating_unit.clone())
+                .bind(p.district.clone())
+                .bind(p.street.clone())
+                .bind(p.community.clone())
+                .bind(p.grid.clone())
+                .bind(p.building.clone())
+                .bind(route.facts.liaison_station.clone())
+                .bind(route.create_time)
+                .bind(route.update_time)
+                .bind(route.version)
+                .bind(data)
+        },
     )
-    .bind(&route.case_id)
-    .bind(i64::from(route.state.wire()))
-    .bind(i64::from(route.disposition.wire()))
-    .bind(&route.handling_unit)
-    .bind(&route.coordinating_unit)
-    .bind(&p.district)
-    .bind(&p.street)
-    .bind(&p.community)
-    .bind(&p.grid)
-    .bind(&p.building)
-    .bind(&route.facts.liaison_station)
-    .bind(route.create_time)
-    .bind(route.update_time)
-    .bind(route.version)
-    .bind(to_json("route", route)?)
-    .execute(tx.conn())
-    .await?;
-    Ok(done.rows_affected() == 1)
+    .await
 }
 
 /// Which of `case_ids` have a route already.
@@ -331,19 +348,37 @@ pub async fn list_routes<'c, E: Executor<'c, Database = Any>>(
 
 /// Inserts an assignment.
 pub async fn insert_assignment(tx: &mut Tx, a: &Assignment) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO assignments (id, case_id, unit_id, state, accept_by, overdue, create_time, data) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    insert_assignments(tx, std::slice::from_ref(a)).await
+}
+
+/// Inserts assignments with multi-row statements.
+pub async fn insert_assignments(tx: &mut Tx, list: &[Assignment]) -> Result<(), StoreError> {
+    let rows = list
+        .iter()
+        .map(|a| Ok((a, to_json("assignment", a)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    execute_rows(
+        tx.conn(),
+        8,
+        rows,
+        |(_, data)| 200 + data.len(),
+        |values| {
+            format!(
+                "INSERT INTO assignments (id, case_id, unit_id, state, accept_by, overdue, create_time, data) \
+                 VALUES {values}"
+            )
+        },
+        |q, (a, data)| {
+            q.bind(a.id.clone())
+                .bind(a.case_id.clone())
+                .bind(a.unit.clone())
+                .bind(i64::from(a.state.wire()))
+                .bind(a.accept_by)
+                .bind(i64::from(a.acceptance_overdue))
+                .bind(a.create_time)
+                .bind(data)
+        },
     )
-    .bind(&a.id)
-    .bind(&a.case_id)
-    .bind(&a.unit)
-    .bind(i64::from(a.state.wire()))
-    .bind(a.accept_by)
-    .bind(i64::from(a.acceptance_overdue))
-    .bind(a.create_time)
-    .bind(to_json("assignment", a)?)
-    .execute(tx.conn())
     .await?;
     Ok(())
 }
@@ -478,6 +513,21 @@ pub struct DeskRow {
     pub payload: Vec<u8>,
 }
 
+/// An item to put on a unit's desk.
+#[derive(Debug, Clone)]
+pub struct NewDeskItem {
+    /// The unit.
+    pub unit: String,
+    /// Kind (wire value of DeskItemKind).
+    pub kind: i32,
+    /// Note.
+    pub note: String,
+    /// When.
+    pub create_time: Micros,
+    /// Encoded assignment.
+    pub payload: Vec<u8>,
+}
+
 /// Puts an item on `unit`'s desk; it becomes visible when `tx` commits.
 pub async fn append_desk_item(
     tx: &mut Tx,
@@ -487,15 +537,40 @@ pub async fn append_desk_item(
     now: Micros,
     payload: &[u8],
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO desk_items (unit_id, kind, note, create_time, payload) VALUES ($1, $2, $3, $4, $5)",
+    append_desk_items(
+        tx,
+        vec![NewDeskItem {
+            unit: unit.to_string(),
+            kind,
+            note: note.to_string(),
+            create_time: now,
+            payload: payload.to_vec(),
+        }],
     )
-    .bind(unit)
-    .bind(i64::from(kind))
-    .bind(note)
-    .bind(now)
-    .bind(payload)
-    .execute(tx.conn())
+    .await
+}
+
+/// Puts items on desks, in order, with multi-row statements; they become visible when `tx`
+/// commits.
+pub async fn append_desk_items(tx: &mut Tx, items: Vec<NewDeskItem>) -> Result<(), StoreError> {
+    execute_rows(
+        tx.conn(),
+        5,
+        items,
+        |item| 80 + item.unit.len() + item.note.len() + item.payload.len(),
+        |values| {
+            format!(
+                "INSERT INTO desk_items (unit_id, kind, note, create_time, payload) VALUES {values}"
+            )
+        },
+        |q, item| {
+            q.bind(item.unit)
+                .bind(i64::from(item.kind))
+                .bind(item.note)
+                .bind(item.create_time)
+                .bind(item.payload)
+        },
+    )
     .await?;
     Ok(())
 }

@@ -189,40 +189,29 @@ pub async fn append_raw(
     .await
 }
 
-/// Rows per multi-row statement: 8 parameters each stays far below every backend's limit.
-const ROWS_PER_STATEMENT: usize = 500;
-
 /// Appends many prepared rows in `tx`, in order, a few multi-row statements instead of one
 /// round trip each: consumers that apply a batch of events write their own events this way.
 pub async fn append_rows(tx: &mut Tx, rows: Vec<EventRow>) -> Result<(), StoreError> {
-    let mut rows = rows.into_iter().peekable();
-    while rows.peek().is_some() {
-        let chunk: Vec<EventRow> = rows.by_ref().take(ROWS_PER_STATEMENT).collect();
-        let values = (0..chunk.len())
-            .map(|i| {
-                let p = i * 8;
-                format!(
-                    "(${}, ${}, ${}, ${}, ${}, ${}, ${}, ${})",
-                    p + 1,
-                    p + 2,
-                    p + 3,
-                    p + 4,
-                    p + 5,
-                    p + 6,
-                    p + 7,
-                    p + 8
-                )
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql = format!("INSERT INTO events ({}) VALUES {values}", EventRow::COLUMNS);
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for row in chunk {
-            query = row.bind(query);
-        }
-        query.execute(tx.conn()).await?;
-        tx.note_event();
+    if rows.is_empty() {
+        return Ok(());
     }
+    crate::db::execute_rows(
+        tx.conn(),
+        8,
+        rows,
+        |r| {
+            64 + r.payload.len()
+                + r.kind.len()
+                + r.subject.len()
+                + r.actor.len()
+                + r.traceparent.len()
+                + r.tracestate.len()
+        },
+        |values| format!("INSERT INTO events ({}) VALUES {values}", EventRow::COLUMNS),
+        |query, row| row.bind(query),
+    )
+    .await?;
+    tx.note_event();
     Ok(())
 }
 

@@ -5,3 +5,4 @@ mod auth;
 mod feed;
 mod harness;
 mod overload;
+mod rows;

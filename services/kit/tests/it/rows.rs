@@ -1,0 +1,121 @@
+//! Multi-row statements (`db::execute_rows`): chunked under the bind-parameter limits and the
+//! statement size, on both backends; inserts and the portable update-from-values form.
+
+use minqing_kit::{
+    backend_tests,
+    db::{self, Backend, Migrations},
+    testing::TestDatabase,
+};
+use sqlx::Row;
+
+const TABLE: Migrations = Migrations {
+    sqlite: &[(
+        100,
+        "scratch",
+        "CREATE TABLE things (id TEXT PRIMARY KEY, n BIGINT NOT NULL, body TEXT NOT NULL, note TEXT)",
+    )],
+    postgres: &[(
+        100,
+        "scratch",
+        "CREATE TABLE things (id TEXT PRIMARY KEY, n BIGINT NOT NULL, body TEXT NOT NULL, note TEXT)",
+    )],
+};
+
+async fn many_rows_insert_and_update_in_chunks(backend: Backend) {
+    let Some(t) = TestDatabase::new(backend).await else {
+        return;
+    };
+    let db = t.db("kit", &TABLE).await;
+    // 12,000 rows of 4 values: more than one statement's parameters on either backend, and
+    // some rows large enough to cut statements by size.
+    let rows: Vec<(String, i64, String)> = (0..12_000)
+        .map(|i| {
+            let body = if i % 1_000 == 0 {
+                "x".repeat(20_000)
+            } else {
+                format!("body {i}")
+            };
+            (format!("t{i:05}"), i, body)
+        })
+        .collect();
+    let mut tx = db.begin().await.unwrap();
+    let inserted = db::execute_rows(
+        tx.conn(),
+        4,
+        rows.clone(),
+        |(id, _, body)| id.len() + 8 + body.len(),
+        |values| format!("INSERT INTO things (id, n, body, note) VALUES {values}"),
+        |q, (id, n, body)| q.bind(id).bind(n).bind(body).bind(None::<String>),
+    )
+    .await
+    .unwrap();
+    assert_eq!(inserted, 12_000);
+    let nothing = db::execute_rows(
+        tx.conn(),
+        4,
+        Vec::<(String, i64, String)>::new(),
+        |_| 0,
+        |values| format!("INSERT INTO things (id, n, body, note) VALUES {values}"),
+        |q, (id, n, body)| q.bind(id).bind(n).bind(body).bind(None::<String>),
+    )
+    .await
+    .unwrap();
+    assert_eq!(nothing, 0);
+    // Every even row changed where it still has its `n`; one row's `n` is wrong, so it is not.
+    let changes: Vec<(String, i64, Option<String>, i64)> = (0..12_000)
+        .step_by(2)
+        .map(|i| {
+            let expected = if i == 4 { -1 } else { i };
+            (
+                format!("t{i:05}"),
+                i * 10,
+                Some(format!("note {i}")),
+                expected,
+            )
+        })
+        .collect();
+    let updated = db::execute_rows(
+        tx.conn(),
+        4,
+        changes,
+        |_| 64,
+        |values| {
+            format!(
+                "WITH v (id, n, note, expected) AS (VALUES {values}) \
+                 UPDATE things SET n = v.n, note = v.note FROM v \
+                 WHERE things.id = v.id AND things.n = v.expected"
+            )
+        },
+        |q, (id, n, note, expected)| q.bind(id).bind(n).bind(note).bind(expected),
+    )
+    .await
+    .unwrap();
+    assert_eq!(updated, 5_999);
+    tx.commit().await.unwrap();
+
+    let read = sqlx::query("SELECT id, n, body, note FROM things ORDER BY id")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(read.len(), 12_000);
+    for (i, row) in read.iter().enumerate() {
+        let i = i as i64;
+        let (n, note): (i64, Option<String>) = (row.get(1), row.get(3));
+        if i % 2 == 0 && i != 4 {
+            assert_eq!((n, note), (i * 10, Some(format!("note {i}"))));
+        } else {
+            assert_eq!((n, note), (i, None));
+        }
+        assert_eq!(row.get::<String, _>(2), rows[i as usize].2);
+    }
+    db.close().await;
+}
+
+#[test]
+fn values_lists_number_placeholders_row_by_row() {
+    assert_eq!(db::values_list(2, 3), "($1, $2, $3), ($4, $5, $6)");
+    assert_eq!(db::values_list(1, 1), "($1)");
+    assert_eq!(db::values_list(0, 4), "");
+}
+
+backend_tests!(many_rows_insert_and_update_in_chunks);
