@@ -101,9 +101,25 @@ pub struct FeedApply {
 impl Apply for FeedApply {
     async fn apply(&self, tx: &mut Tx, events: &[Event]) -> anyhow::Result<()> {
         let _turn = self.turn.lock().await;
+        serialize(tx).await?;
         let hot = Some((&self.ctx.config.indicators, self.ctx.clock.now_micros()));
         apply_events(tx, events, hot).await
     }
+}
+
+/// On PostgreSQL, waits until no other transaction that changes the facts and rollups (another
+/// of the three consumers, another replica's, or a rebuild) is open, and keeps them out until
+/// this one ends. The in-process turn alone is not enough: it is released before the consumer
+/// commits, so the next consumer could read a case's facts before the previous change to them
+/// committed and overwrite it (a lost update, seen as figures that never arrive). SQLite's one
+/// writer already serializes these transactions.
+pub async fn serialize(tx: &mut Tx) -> Result<(), minqing_kit::error::StoreError> {
+    if tx.backend() == minqing_kit::db::Backend::Postgres {
+        sqlx::query("SELECT pg_advisory_xact_lock(7101776001)")
+            .execute(tx.conn())
+            .await?;
+    }
+    Ok(())
 }
 
 /// Applies `events` to the facts and rollups in `tx`; with `hot`, looks for hot spots among

@@ -89,6 +89,7 @@ pub async fn rebuild(db: &Db, feeds: &Feeds) -> anyhow::Result<Outcome> {
     rows.sort_by(|a, b| a.0.cmp(&b.0));
 
     let mut tx = db.begin().await?;
+    super::serialize(&mut tx).await?;
     take_leases(&mut tx).await?;
     let differing = compare(&mut tx, &rows).await?;
     sqlx::query("DELETE FROM ind_rollup")
