@@ -41,12 +41,17 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
             }
         };
         let full = due.len() as i64 == BATCH;
+        let mut acted = 0;
         for d in due {
-            if let Err(e) = attempt(&ctx, d).await {
-                tracing::warn!(error = %e, "a reply could not be recorded; it is tried again");
+            match attempt(&ctx, d).await {
+                Ok(true) => acted += 1,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "a reply could not be recorded; it is tried again")
+                }
             }
         }
-        if full {
+        if full && acted > 0 {
             continue;
         }
         tokio::select! {
@@ -64,13 +69,25 @@ pub fn backoff(base_seconds: u64, attempts: i32) -> Micros {
     i64::try_from(seconds).unwrap_or(3_600) * 1_000_000
 }
 
-async fn attempt(ctx: &Ctx, mut d: Delivery) -> Result<(), Error> {
+/// Tries one delivery. False when it must wait: the case's submission (the reporter's contact)
+/// has not come through intake's feed yet — routing's feed can run ahead of intake's. That is
+/// no failed attempt and takes no back-off: the delivery stays due and is looked at again on
+/// the next tick, so it goes out as soon as the contact arrives.
+async fn attempt(ctx: &Ctx, d: Delivery) -> Result<bool, Error> {
     let contact = store::replies::contact(ctx.db.pool(), &d.case_id).await?;
     let reply = store::replies::reply(ctx.db.pool(), &d.reply_id).await?;
     let (Some(contact), Some(reply)) = (contact, reply) else {
-        // The case's submission has not come through intake's feed yet.
-        return retry(ctx, d, "the reporter's contact is not known yet".into()).await;
+        return Ok(false);
     };
+    deliver(ctx, d, contact, reply).await.map(|()| true)
+}
+
+async fn deliver(
+    ctx: &Ctx,
+    mut d: Delivery,
+    contact: crate::replies::Contact,
+    reply: crate::replies::Reply,
+) -> Result<(), Error> {
     d.method = contact.method;
     if contact.anonymous {
         return finish(
