@@ -54,7 +54,9 @@ impl Service {
             Service::Matching => {
                 "minqing.matching.v1.Volunteers, .Needs, .Matching, .ServiceRecords"
             }
-            Service::Supervision => "minqing.supervision.v1.Calendars, .Clocks, .Replies, .Ratings",
+            Service::Supervision => {
+                "minqing.supervision.v1.Calendars, .Clocks, .Replies, .Ratings, .Indicators, .Disclosure"
+            }
         }
     }
 
