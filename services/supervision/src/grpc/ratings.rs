@@ -113,7 +113,16 @@ pub async fn rate(ctx: &Ctx, r: Request<pb::RateCaseRequest>) -> Result<pb::Case
                 ));
             }
             Some(c) if digits(&c.phone) == given_phone => {}
-            _ => {
+            // Answered through routing's feed, but the report itself has not come through
+            // intake's yet (the feeds run independently): nobody can be checked yet.
+            None => {
+                return Err(Error::precondition(
+                    "REPORT_NOT_ARRIVED",
+                    req.case.clone(),
+                    "the case's report has not reached supervision yet; try again shortly",
+                ));
+            }
+            Some(_) => {
                 return Err(Error::Denied(
                     "NOT_THE_REPORTER",
                     "only the case's own reporter may rate it".into(),
