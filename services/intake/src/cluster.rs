@@ -265,9 +265,7 @@ impl Pending {
     /// Writes everything: the clusters formed, the changed cases at the versions read (a case
     /// changed meanwhile fails the batch, which is applied again), the events.
     async fn write(self, tx: &mut Tx) -> Result<(), StoreError> {
-        for cluster in &self.formed {
-            store::create_cluster(tx, cluster).await?;
-        }
+        store::create_clusters(tx, &self.formed).await?;
         let writes: Vec<(&Case, i64)> = self
             .changed
             .iter()
@@ -300,10 +298,13 @@ impl Clusterer {
         tx: &mut Tx,
         reports: &[(NewReport, tracing::Span)],
     ) -> Result<(), StoreError> {
+        let t0 = std::time::Instant::now();
         let window = i64::from(self.config.window_hours) * 3_600_000_000;
-        // The candidates at each (category, building), for every report there at once: the
-        // most recent before the latest of them, enough for each report's own most recent
-        // (checked below; a report they might not cover is looked up alone).
+        // First round of lookups, all in one or two statements: the candidates at each
+        // (category, building), for every report there at once (the most recent before the
+        // latest of them, enough for each report's own most recent; checked below, and a
+        // report they might not cover is looked up alone in a second round), and each
+        // located report's candidates nearby.
         let mut groups: HashMap<(&str, &str), Vec<&NewReport>> = HashMap::new();
         for (r, _) in reports {
             if !r.building.is_empty() {
@@ -313,8 +314,9 @@ impl Clusterer {
                     .push(r);
             }
         }
-        let mut at_building: HashMap<(&str, &str), (Vec<Candidate>, bool)> = HashMap::new();
-        for (key, group) in groups {
+        let mut lookups = Vec::new();
+        let mut group_at = HashMap::new();
+        for (key, group) in &groups {
             let latest = group
                 .iter()
                 .map(|r| (r.create_time, r.id.as_str()))
@@ -326,58 +328,84 @@ impl Clusterer {
                 .min()
                 .unwrap_or_default();
             let limit = store::CANDIDATES + 2 * group.len() as i64;
-            let rows =
-                store::candidates_at_building(tx, key.0, key.1, since, latest, limit).await?;
-            let complete = (rows.len() as i64) < limit;
-            at_building.insert(key, (rows, complete));
+            group_at.insert(*key, lookups.len());
+            lookups.push(store::Lookup {
+                probe: store::Probe::Building {
+                    category: key.0,
+                    building: key.1,
+                    limit,
+                },
+                since,
+                before: latest,
+            });
         }
-        let mut per_report = Vec::with_capacity(reports.len());
+        let mut nearby_at = Vec::with_capacity(reports.len());
+        for (r, _) in reports {
+            nearby_at.push(r.location.map(|at| {
+                lookups.push(store::Lookup {
+                    probe: store::Probe::Nearby {
+                        category: &r.category,
+                        at,
+                        meters: self.config.distance_meters,
+                    },
+                    since: r.create_time - window,
+                    before: (r.create_time, r.id.as_str()),
+                });
+                lookups.len() - 1
+            }));
+        }
+        let found = store::candidates(tx, &lookups).await?;
+        let t1 = t0.elapsed();
+        // Each report's candidates at its building, from its group's; the second round for
+        // those the group's do not cover.
+        let mut at_building: Vec<Option<Vec<Candidate>>> = Vec::with_capacity(reports.len());
+        let mut again = Vec::new();
         for (report, _) in reports {
+            if report.building.is_empty() {
+                at_building.push(Some(Vec::new()));
+                continue;
+            }
             let since = report.create_time - window;
             let before = (report.create_time, report.id.as_str());
-            let mut candidates = Vec::new();
-            if !report.building.is_empty() {
-                let (rows, complete) =
-                    &at_building[&(report.category.as_str(), report.building.as_str())];
-                let earlier = rows
-                    .iter()
-                    .filter(|c| (c.create_time, c.id.as_str()) < before);
-                // Newest first: the report's own candidates are the first of these.
-                let mine: Vec<&Candidate> = earlier
-                    .clone()
-                    .take_while(|c| c.create_time >= since)
-                    .take(store::CANDIDATES as usize)
-                    .collect();
-                let covered = *complete
-                    || mine.len() as i64 == store::CANDIDATES
-                    || earlier.clone().any(|c| c.create_time < since);
-                if covered {
-                    candidates.extend(mine.into_iter().cloned());
-                } else {
-                    candidates.extend(
-                        store::candidates_at_building(
-                            tx,
-                            &report.category,
-                            &report.building,
-                            since,
-                            before,
-                            store::CANDIDATES,
-                        )
-                        .await?,
-                    );
-                }
+            let limit = store::CANDIDATES + 2 * groups[&(report.category.as_str(), report.building.as_str())].len() as i64;
+            let rows = &found[group_at[&(report.category.as_str(), report.building.as_str())]];
+            let complete = (rows.len() as i64) < limit;
+            let earlier = rows
+                .iter()
+                .filter(|c| (c.create_time, c.id.as_str()) < before);
+            // Newest first: the report's own candidates are the first of these.
+            let mine: Vec<&Candidate> = earlier
+                .clone()
+                .take_while(|c| c.create_time >= since)
+                .take(store::CANDIDATES as usize)
+                .collect();
+            let covered = complete
+                || mine.len() as i64 == store::CANDIDATES
+                || earlier.clone().any(|c| c.create_time < since);
+            if covered {
+                at_building.push(Some(mine.into_iter().cloned().collect()));
+            } else {
+                at_building.push(None);
+                again.push(store::Lookup {
+                    probe: store::Probe::Building {
+                        category: &report.category,
+                        building: &report.building,
+                        limit: store::CANDIDATES,
+                    },
+                    since,
+                    before,
+                });
             }
-            if let Some(l) = report.location {
-                candidates.extend(
-                    store::candidates_nearby(
-                        tx,
-                        &report.category,
-                        (l, self.config.distance_meters),
-                        since,
-                        before,
-                    )
-                    .await?,
-                );
+        }
+        let mut second = store::candidates(tx, &again).await?.into_iter();
+        let mut per_report = Vec::with_capacity(reports.len());
+        for (i, building) in at_building.into_iter().enumerate() {
+            let mut candidates = match building {
+                Some(list) => list,
+                None => second.next().unwrap_or_default(),
+            };
+            if let Some(k) = nearby_at[i] {
+                candidates.extend(found[k].iter().cloned());
             }
             let mut seen = HashSet::new();
             candidates.retain(|c| seen.insert(c.id.clone()));
@@ -394,42 +422,78 @@ impl Clusterer {
                 .filter(|c| c.cluster.is_none())
                 .map(|c| c.id.clone()),
         );
+        let t2 = t0.elapsed();
         let mut pending = Pending::default();
-        let mut found = store::get_cases(tx, &ids, true).await?;
+        let mut cases = store::get_cases(tx, &ids, true).await?;
         for id in ids {
-            let case = found.remove(&id);
+            let case = cases.remove(&id);
             pending.cases.entry(id).or_insert(case);
         }
-        for ((report, span), candidates) in reports.iter().zip(per_report) {
+        // Each report's best match (it depends on the candidates' words and places only), and
+        // the clusters those are in, read together.
+        let best: Vec<Option<(String, &Candidate)>> = reports
+            .iter()
+            .zip(&per_report)
+            .map(|((report, _), candidates)| self.best(report, candidates))
+            .collect();
+        let mut cluster_ids: Vec<String> = best
+            .iter()
+            .flatten()
+            .filter_map(|(_, c)| pending.cluster_of(c))
+            .collect();
+        cluster_ids.sort();
+        cluster_ids.dedup();
+        let t3 = t0.elapsed();
+        let mut clusters = store::get_clusters_with_times(tx.conn(), &cluster_ids).await?;
+        let t4 = t0.elapsed();
+        for id in cluster_ids {
+            let cluster = clusters.remove(&id);
+            pending.clusters.insert(id, cluster);
+        }
+        for ((report, span), best) in reports.iter().zip(best) {
+            let Some((reason, other)) = best else {
+                continue;
+            };
             let meta = span.in_scope(|| EventMeta::current(format!("system:{CONSUMER}")));
-            self.link(tx, &mut pending, report, &candidates, &meta)
+            self.link(tx, &mut pending, report, reason, other, &meta)
                 .instrument(span.clone())
                 .await?;
         }
-        pending.write(tx).await
+        let t5 = t0.elapsed();
+        let r = pending.write(tx).await;
+        tracing::debug!(reports = reports.len(), t1 = t1.as_micros() as u64, t2 = t2.as_micros() as u64, t3 = t3.as_micros() as u64, t4 = t4.as_micros() as u64, t5 = t5.as_micros() as u64, t6 = t0.elapsed().as_micros() as u64, "TIMING");
+        r
     }
 
-    /// [`Clusterer::consider`]'s decision for one report of a batch, against `candidates` as
-    /// the batch has changed them, made in `pending`.
-    async fn link(
+    /// The most similar of `candidates` at the same place, with why it is the same place.
+    fn best<'c>(
         &self,
-        tx: &mut Tx,
-        pending: &mut Pending,
         report: &NewReport,
-        candidates: &[Candidate],
-        meta: &EventMeta,
-    ) -> Result<(), StoreError> {
-        let best = candidates
+        candidates: &'c [Candidate],
+    ) -> Option<(String, &'c Candidate)> {
+        candidates
             .iter()
             .filter_map(|c| {
                 let reason = same_place(report, c, self.config.distance_meters)?;
                 let score = dice(&report.text, &c.text);
                 (score >= self.config.min_text_similarity).then_some((score, reason, c))
             })
-            .max_by(|a, b| a.0.total_cmp(&b.0));
-        let Some((_, reason, other)) = best else {
-            return Ok(());
-        };
+            .max_by(|a, b| a.0.total_cmp(&b.0))
+            .map(|(_, reason, c)| (reason, c))
+    }
+
+    /// [`Clusterer::consider`]'s decision for one report of a batch whose best match is
+    /// `other`, made in `pending` (against the cases and clusters as the batch has changed
+    /// them).
+    async fn link(
+        &self,
+        tx: &mut Tx,
+        pending: &mut Pending,
+        report: &NewReport,
+        reason: String,
+        other: &Candidate,
+        meta: &EventMeta,
+    ) -> Result<(), StoreError> {
         let Some(case) = pending.case(tx, &report.id).await? else {
             return Ok(());
         };

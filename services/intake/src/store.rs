@@ -611,8 +611,9 @@ pub struct Candidate {
 /// nearby each.
 pub const CANDIDATES: i64 = 20;
 
-const CANDIDATE_SELECT: &str =
-    "SELECT id, cluster_id, building, lat_e6, lng_e6, compare_text, create_time FROM cases";
+/// The candidate columns, followed (by the caller) by the lookup's tag and `FROM`.
+const CANDIDATE_SELECT_TAGGED: &str =
+    "SELECT id, cluster_id, building, lat_e6, lng_e6, compare_text, create_time,";
 
 fn open_states() -> String {
     [
@@ -642,89 +643,148 @@ fn candidate_from_row(row: &AnyRow) -> Result<Candidate, StoreError> {
     })
 }
 
-/// Open cases of `category` accepted in `[since, before)` — strictly earlier than the report
+/// Where one report's candidates are looked for.
+#[derive(Debug, Clone, Copy)]
+pub enum Probe<'a> {
+    /// The `limit` most recent open cases of `category` at `building`.
+    Building {
+        /// Category.
+        category: &'a str,
+        /// Building code.
+        building: &'a str,
+        /// How many at most.
+        limit: i64,
+    },
+    /// The [`CANDIDATES`] most recent open cases of `category` within a bounding box a little
+    /// larger than `meters` around `at` (the exact distance is the caller's).
+    Nearby {
+        /// Category.
+        category: &'a str,
+        /// Centre.
+        at: LatLng,
+        /// Radius.
+        meters: f64,
+    },
+}
+
+/// A probe over the open cases accepted in `[since, before)` — strictly earlier than the report
 /// `(before, before_id)`, so each report is judged against earlier ones only and the outcome
-/// does not depend on how far the consumer lags — at `building`, and within the bounding box
-/// around `near`. Each is one indexed lookup (`cases_same_building`, `cases_nearby`) of at most
-/// [`CANDIDATES`] of the most recent.
-pub async fn cluster_candidates(
-    tx: &mut Tx,
-    category: &str,
-    since: Micros,
-    before: (Micros, &str),
-    building: &str,
-    near: Option<(LatLng, f64)>,
-) -> Result<Vec<Candidate>, StoreError> {
-    let mut rows = Vec::new();
-    if !building.is_empty() {
-        rows.extend(
-            candidates_at_building(tx, category, building, since, before, CANDIDATES).await?,
-        );
-    }
-    if let Some(near) = near {
-        rows.extend(candidates_nearby(tx, category, near, since, before).await?);
-    }
-    let mut seen = HashSet::new();
-    rows.retain(|c| seen.insert(c.id.clone()));
-    Ok(rows)
+/// does not depend on how far the consumer lags. Each is one indexed lookup
+/// (`cases_same_building`, `cases_nearby`) of the most recent.
+#[derive(Debug, Clone, Copy)]
+pub struct Lookup<'a> {
+    /// Where.
+    pub probe: Probe<'a>,
+    /// Accepted at or after.
+    pub since: Micros,
+    /// Accepted before `(create_time, id)`.
+    pub before: (Micros, &'a str),
 }
 
-/// The `limit` most recent open cases of `category` at `building` accepted in
-/// `[since, before)`, newest first.
-pub async fn candidates_at_building(
+/// Lookups one statement carries at most (each is a sub-select of ~400 bytes with its values).
+const LOOKUPS_PER_STATEMENT: usize = MAX_STATEMENT_BYTES / 512;
+
+/// Each lookup's candidates, newest first: a statement for many lookups (a `UNION ALL` of
+/// one indexed, limited sub-select each, tagged with the lookup's position), so a batch of
+/// reports costs a round trip or two rather than one per report.
+pub async fn candidates(
     tx: &mut Tx,
-    category: &str,
-    building: &str,
-    since: Micros,
-    (before, before_id): (Micros, &str),
-    limit: i64,
-) -> Result<Vec<Candidate>, StoreError> {
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{CANDIDATE_SELECT} WHERE category = $1 AND building = $2 AND create_time >= $3 \
-         AND (create_time < $4 OR (create_time = $4 AND id < $5)) \
-         AND state IN ({}) ORDER BY create_time DESC, id DESC LIMIT $6",
-        open_states()
-    )))
-    .bind(category)
-    .bind(building)
-    .bind(since)
-    .bind(before)
-    .bind(before_id)
-    .bind(limit)
-    .fetch_all(tx.conn())
-    .await?;
-    rows.iter().map(candidate_from_row).collect()
+    lookups: &[Lookup<'_>],
+) -> Result<Vec<Vec<Candidate>>, StoreError> {
+    let mut out: Vec<Vec<Candidate>> = vec![Vec::new(); lookups.len()];
+    let states = open_states();
+    for (chunk_no, chunk) in lookups.chunks(LOOKUPS_PER_STATEMENT).enumerate() {
+        let mut parts = Vec::with_capacity(chunk.len());
+        let mut n = 0;
+        let mut next = || {
+            n += 1;
+            format!("${n}")
+        };
+        for (i, l) in chunk.iter().enumerate() {
+            let k = chunk_no * LOOKUPS_PER_STATEMENT + i;
+            let place = match l.probe {
+                Probe::Building { .. } => format!("building = {}", next()),
+                Probe::Nearby { .. } => format!(
+                    "lat_e6 BETWEEN {} AND {} AND lng_e6 BETWEEN {} AND {}",
+                    next(),
+                    next(),
+                    next(),
+                    next()
+                ),
+            };
+            let (category, since, before, before_id, limit) =
+                (next(), next(), next(), next(), next());
+            parts.push(format!(
+                "SELECT * FROM ({CANDIDATE_SELECT_TAGGED} CAST({k} AS BIGINT) AS k FROM cases \
+                 WHERE category = {category} AND {place} AND create_time >= {since} \
+                 AND (create_time < {before} OR (create_time = {before} AND id < {before_id})) \
+                 AND state IN ({states}) ORDER BY create_time DESC, id DESC LIMIT {limit}) AS t{k}"
+            ));
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(parts.join(" UNION ALL ")));
+        for l in chunk {
+            let (category, limit) = match l.probe {
+                Probe::Building {
+                    category,
+                    building,
+                    limit,
+                } => {
+                    query = query.bind(building.to_string());
+                    (category, limit)
+                }
+                Probe::Nearby {
+                    category,
+                    at,
+                    meters,
+                } => {
+                    let dlat = meters / 111_000.0 * 1.1;
+                    let dlng = dlat / at.latitude.to_radians().cos().max(0.01);
+                    query = query
+                        .bind(e6(at.latitude - dlat))
+                        .bind(e6(at.latitude + dlat))
+                        .bind(e6(at.longitude - dlng))
+                        .bind(e6(at.longitude + dlng));
+                    (category, CANDIDATES)
+                }
+            };
+            query = query
+                .bind(category.to_string())
+                .bind(l.since)
+                .bind(l.before.0)
+                .bind(l.before.1.to_string())
+                .bind(limit);
+        }
+        for row in query.fetch_all(tx.conn()).await? {
+            let k: i64 = row.try_get(7)?;
+            if let Some(list) = usize::try_from(k).ok().and_then(|k| out.get_mut(k)) {
+                list.push(candidate_from_row(&row)?);
+            }
+        }
+    }
+    // Newest first within each lookup (a UNION ALL keeps no order across its parts).
+    for list in &mut out {
+        list.sort_by(|a, b| (b.create_time, &b.id).cmp(&(a.create_time, &a.id)));
+    }
+    Ok(out)
 }
 
-/// The [`CANDIDATES`] most recent open cases of `category` within `near` (a bounding box a
-/// little larger than the radius; the exact distance is the caller's) accepted in
-/// `[since, before)`, newest first.
-pub async fn candidates_nearby(
-    tx: &mut Tx,
-    category: &str,
-    (p, meters): (LatLng, f64),
-    since: Micros,
-    (before, before_id): (Micros, &str),
-) -> Result<Vec<Candidate>, StoreError> {
-    let dlat = meters / 111_000.0 * 1.1;
-    let dlng = dlat / p.latitude.to_radians().cos().max(0.01);
-    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "{CANDIDATE_SELECT} WHERE category = $1 AND lat_e6 BETWEEN $2 AND $3 AND lng_e6 BETWEEN $4 AND $5 \
-         AND create_time >= $6 AND (create_time < $7 OR (create_time = $7 AND id < $8)) \
-         AND state IN ({}) ORDER BY create_time DESC, id DESC LIMIT {CANDIDATES}",
-        open_states()
-    )))
-    .bind(category)
-    .bind(e6(p.latitude - dlat))
-    .bind(e6(p.latitude + dlat))
-    .bind(e6(p.longitude - dlng))
-    .bind(e6(p.longitude + dlng))
-    .bind(since)
-    .bind(before)
-    .bind(before_id)
-    .fetch_all(tx.conn())
+/// Creates clusters, a multi-row statement for many.
+pub async fn create_clusters(tx: &mut Tx, clusters: &[Cluster]) -> Result<(), StoreError> {
+    minqing_kit::db::execute_rows(
+        tx.conn(),
+        4,
+        clusters,
+        |c| 80 + c.id.len() + c.category.len() + c.reason.len(),
+        |values| format!("INSERT INTO clusters (id, category, reason, create_time) VALUES {values}"),
+        |q, c| {
+            q.bind(c.id.clone())
+                .bind(c.category.clone())
+                .bind(c.reason.clone())
+                .bind(c.create_time)
+        },
+    )
     .await?;
-    rows.iter().map(candidate_from_row).collect()
+    Ok(())
 }
 
 /// Creates a cluster.
@@ -794,6 +854,51 @@ pub async fn get_cluster_with_times(
         },
         members,
     )))
+}
+
+/// [`get_cluster_with_times`] for many clusters, two statements for all of them; clusters
+/// not found are left out.
+pub async fn get_clusters_with_times(
+    conn: &mut AnyConnection,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, (Cluster, Vec<(Micros, String)>)>, StoreError> {
+    let mut out = std::collections::HashMap::new();
+    for chunk in ids.chunks(200) {
+        let list = (1..=chunk.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT id, category, reason, create_time FROM clusters WHERE id IN ({list})"
+        )));
+        for id in chunk {
+            query = query.bind(id.clone());
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let cluster = Cluster {
+                id: row.try_get(0)?,
+                category: row.try_get(1)?,
+                reason: row.try_get(2)?,
+                create_time: row.try_get(3)?,
+                cases: Vec::new(),
+            };
+            out.insert(cluster.id.clone(), (cluster, Vec::new()));
+        }
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT cluster_id, create_time, id FROM cases WHERE cluster_id IN ({list}) \
+             ORDER BY cluster_id, create_time, id"
+        )));
+        for id in chunk {
+            query = query.bind(id.clone());
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let cluster: String = row.try_get(0)?;
+            if let Some((_, members)) = out.get_mut(&cluster) {
+                members.push((row.try_get(1)?, row.try_get(2)?));
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// A case's events (its timeline), oldest first: `(kind, create_time, actor, payload)`.

@@ -192,28 +192,52 @@ impl<A: Apply> Consumer<A> {
             };
         let mut renew = tokio::time::interval(self.opts.lease_ttl / 3);
         renew.tick().await;
-        loop {
+        // A batch with no event this consumer wants only moves the cursor. Committing that
+        // alone would cost a durable commit per feed change — and a consumer of its own
+        // service's feed would wake itself with every commit it makes — so the cursor is held
+        // here and written with the next batch that has events, the next lease renewal, or
+        // at shutdown. Replaying from an older cursor after a crash skips the same events again.
+        let mut held: Option<String> = None;
+        let result = loop {
             tokio::select! {
                 msg = stream.next() => match msg {
                     Some(batch) => {
                         let (batch, ended) = self.gather(batch?, &mut stream).await?;
-                        self.apply_batch(batch).await?;
+                        if batch.events.is_empty() {
+                            held = Some(batch.cursor);
+                        } else {
+                            self.apply_batch(batch).await?;
+                            held = None;
+                        }
                         if ended {
-                            return Err(End::StreamEnded);
+                            break Err(End::StreamEnded);
                         }
                     }
-                    None => return Err(End::StreamEnded),
+                    None => break Err(End::StreamEnded),
                 },
                 _ = renew.tick() => {
-                    let mut tx = self.db.begin().await?;
-                    if !self.fence(&mut tx).await? {
-                        return Err(End::LostLease);
-                    }
-                    tx.commit().await?;
+                    self.renew(held.take()).await?;
                 }
-                () = shutdown.cancelled() => return Ok(()),
+                () = shutdown.cancelled() => break Ok(()),
             }
+        };
+        if held.is_some() {
+            self.renew(held).await?;
         }
+        result
+    }
+
+    /// Extends the lease, writing `cursor` (a held one) with it.
+    async fn renew(&self, cursor: Option<String>) -> Result<(), End> {
+        let mut tx = self.db.begin().await?;
+        if !self.fence(&mut tx).await? {
+            return Err(End::LostLease);
+        }
+        if let Some(cursor) = cursor {
+            self.store_cursor(&mut tx, &cursor).await?;
+        }
+        tx.commit().await?;
+        Ok(())
     }
 
     /// Adds to `first` whatever else arrives within the linger, up to four full batches.
@@ -243,7 +267,9 @@ impl<A: Apply> Consumer<A> {
     }
 
     async fn apply_batch(&self, batch: pb::SubscribeResponse) -> Result<(), End> {
+        let started = std::time::Instant::now();
         let mut tx = self.db.begin().await?;
+        let began = started.elapsed();
         if !self.fence(&mut tx).await? {
             return Err(End::LostLease);
         }
@@ -253,20 +279,33 @@ impl<A: Apply> Consumer<A> {
                 .await
                 .map_err(End::Apply)?;
         }
+        self.store_cursor(&mut tx, &batch.cursor).await?;
+        let applied = started.elapsed();
+        tx.commit().await?;
+        tracing::debug!(
+            consumer = %self.opts.name,
+            events = batch.events.len(),
+            begin_micros = began.as_micros() as u64,
+            apply_micros = (applied - began).as_micros() as u64,
+            commit_micros = (started.elapsed() - applied).as_micros() as u64,
+            "applied a batch"
+        );
+        if let Some(last) = batch.events.last() {
+            crate::telemetry::record_feed_lag(&self.opts.name, last.create_time.as_ref());
+        }
+        Ok(())
+    }
+
+    async fn store_cursor(&self, tx: &mut Tx, cursor: &str) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO consumer_cursors (name, cursor, update_time) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor, update_time = excluded.update_time",
         )
         .bind(&self.opts.name)
-        .bind(&batch.cursor)
+        .bind(cursor)
         .bind(Clock::System.now_micros())
         .execute(tx.conn())
-        .await
-        .map_err(StoreError::from)?;
-        tx.commit().await?;
-        if let Some(last) = batch.events.last() {
-            crate::telemetry::record_feed_lag(&self.opts.name, last.create_time.as_ref());
-        }
+        .await?;
         Ok(())
     }
 
