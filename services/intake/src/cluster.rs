@@ -16,9 +16,9 @@ use crate::{
     store::{self, Candidate},
 };
 use minqing_kit::{
-    db::Tx,
+    db::{Db, Tx},
     error::StoreError,
-    feed::{self, Apply, EventMeta, EventRow},
+    feed::{self, Apply, EventMeta, EventRow, Prepared},
     time::{Clock, Micros},
 };
 use minqing_proto::minqing::{events::v1 as events_pb, intake::v1 as pb};
@@ -33,6 +33,9 @@ pub struct Clusterer {
     pub config: ClusterConfig,
     /// Clock.
     pub clock: Clock,
+    /// Intake's database, whose read pool a batch's candidates are looked up through before
+    /// its transaction begins.
+    pub db: Db,
 }
 
 /// The text two reports are compared on: title and description, lower-cased, whitespace
@@ -142,27 +145,61 @@ impl Clusterer {
     }
 }
 
+/// The new reports among `events`, each with the span of its event.
+fn reports_of(events: &[events_pb::Event]) -> anyhow::Result<Vec<(NewReport, tracing::Span)>> {
+    let mut reports = Vec::new();
+    for event in events {
+        if event.kind != pb::CaseSubmitted::full_name() {
+            continue;
+        }
+        let submitted = event
+            .payload
+            .as_ref()
+            .map(|p| pb::CaseSubmitted::decode(p.value.as_slice()))
+            .transpose()?;
+        if let Some(report) = submitted
+            .and_then(|e| e.case)
+            .as_ref()
+            .and_then(NewReport::from_event)
+        {
+            reports.push((report, feed::event_span(CONSUMER, event)));
+        }
+    }
+    Ok(reports)
+}
+
+/// A batch's reports and their candidates, looked up before its transaction.
+type Looked = (Vec<(NewReport, tracing::Span)>, Vec<Vec<Candidate>>);
+
 impl Apply for Clusterer {
     async fn apply(&self, tx: &mut Tx, events: &[events_pb::Event]) -> anyhow::Result<()> {
-        let mut reports = Vec::new();
-        for event in events {
-            if event.kind != pb::CaseSubmitted::full_name() {
-                continue;
-            }
-            let submitted = event
-                .payload
-                .as_ref()
-                .map(|p| pb::CaseSubmitted::decode(p.value.as_slice()))
-                .transpose()?;
-            if let Some(report) = submitted
-                .and_then(|e| e.case)
-                .as_ref()
-                .and_then(NewReport::from_event)
-            {
-                reports.push((report, feed::event_span(CONSUMER, event)));
-            }
+        self.consider_batch(tx, &reports_of(events)?).await?;
+        Ok(())
+    }
+
+    /// The candidates are looked up through the read pool, so on SQLite the single writer is
+    /// not held while they are: they are only candidates, and everything the batch changes is
+    /// read again (and, on PostgreSQL, locked) under its transaction.
+    async fn prepare(&self, events: &[events_pb::Event]) -> anyhow::Result<Prepared> {
+        let reports = reports_of(events)?;
+        if reports.is_empty() {
+            return Ok(Prepared::default());
         }
-        self.consider_batch(tx, &reports).await?;
+        let mut conn = self.db.pool().acquire().await.map_err(StoreError::from)?;
+        let candidates = self.candidates(&mut conn, &reports).await?;
+        Ok(Prepared::new::<Looked>((reports, candidates)))
+    }
+
+    async fn apply_prepared(
+        &self,
+        tx: &mut Tx,
+        events: &[events_pb::Event],
+        prepared: Prepared,
+    ) -> anyhow::Result<()> {
+        match prepared.take::<Looked>() {
+            Some((reports, candidates)) => self.decide(tx, &reports, candidates).await?,
+            None => self.apply(tx, events).await?,
+        }
         Ok(())
     }
 }
@@ -298,7 +335,17 @@ impl Clusterer {
         tx: &mut Tx,
         reports: &[(NewReport, tracing::Span)],
     ) -> Result<(), StoreError> {
-        let t0 = std::time::Instant::now();
+        let candidates = self.candidates(tx.conn(), reports).await?;
+        self.decide(tx, reports, candidates).await
+    }
+
+    /// Each report's candidates: recent open cases of its category at its building or nearby,
+    /// strictly earlier than it, newest first.
+    async fn candidates(
+        &self,
+        conn: &mut sqlx::AnyConnection,
+        reports: &[(NewReport, tracing::Span)],
+    ) -> Result<Vec<Vec<Candidate>>, StoreError> {
         let window = i64::from(self.config.window_hours) * 3_600_000_000;
         // First round of lookups, all in one or two statements: the candidates at each
         // (category, building), for every report there at once (the most recent before the
@@ -354,8 +401,7 @@ impl Clusterer {
                 lookups.len() - 1
             }));
         }
-        let found = store::candidates(tx, &lookups).await?;
-        let t1 = t0.elapsed();
+        let found = store::candidates(conn, &lookups).await?;
         // Each report's candidates at its building, from its group's; the second round for
         // those the group's do not cover.
         let mut at_building: Vec<Option<Vec<Candidate>>> = Vec::with_capacity(reports.len());
@@ -367,7 +413,8 @@ impl Clusterer {
             }
             let since = report.create_time - window;
             let before = (report.create_time, report.id.as_str());
-            let limit = store::CANDIDATES + 2 * groups[&(report.category.as_str(), report.building.as_str())].len() as i64;
+            let limit = store::CANDIDATES
+                + 2 * groups[&(report.category.as_str(), report.building.as_str())].len() as i64;
             let rows = &found[group_at[&(report.category.as_str(), report.building.as_str())]];
             let complete = (rows.len() as i64) < limit;
             let earlier = rows
@@ -397,7 +444,7 @@ impl Clusterer {
                 });
             }
         }
-        let mut second = store::candidates(tx, &again).await?.into_iter();
+        let mut second = store::candidates(conn, &again).await?.into_iter();
         let mut per_report = Vec::with_capacity(reports.len());
         for (i, building) in at_building.into_iter().enumerate() {
             let mut candidates = match building {
@@ -411,31 +458,35 @@ impl Clusterer {
             candidates.retain(|c| seen.insert(c.id.clone()));
             per_report.push(candidates);
         }
-        // Every case the batch may change — the reports, and candidates in no cluster yet —
-        // read and (PostgreSQL) locked at once, in id order, so intake's consumer of routing's
-        // feed, which changes the same cases, waits for this batch instead of failing it.
+        Ok(per_report)
+    }
+
+    /// Links each report to its best candidate, in order, as one by one would, and writes the
+    /// changes. Only the reports and their best matches can change, so only they are read
+    /// (and, on PostgreSQL, locked) under `tx` — whatever the candidates' lookup saw of them.
+    async fn decide(
+        &self,
+        tx: &mut Tx,
+        reports: &[(NewReport, tracing::Span)],
+        per_report: Vec<Vec<Candidate>>,
+    ) -> Result<(), StoreError> {
+        // Each report's best match (it depends on the candidates' words and places only).
+        let best: Vec<Option<(String, &Candidate)>> = reports
+            .iter()
+            .zip(&per_report)
+            .map(|((report, _), candidates)| self.best(report, candidates))
+            .collect();
+        // The reports and their best matches read and (PostgreSQL) locked at once, in id
+        // order, so intake's consumer of routing's feed, which changes the same cases, waits
+        // for this batch instead of failing it; then the clusters they are in, together.
         let mut ids: Vec<String> = reports.iter().map(|(r, _)| r.id.clone()).collect();
-        ids.extend(
-            per_report
-                .iter()
-                .flatten()
-                .filter(|c| c.cluster.is_none())
-                .map(|c| c.id.clone()),
-        );
-        let t2 = t0.elapsed();
+        ids.extend(best.iter().flatten().map(|(_, c)| c.id.clone()));
         let mut pending = Pending::default();
         let mut cases = store::get_cases(tx, &ids, true).await?;
         for id in ids {
             let case = cases.remove(&id);
             pending.cases.entry(id).or_insert(case);
         }
-        // Each report's best match (it depends on the candidates' words and places only), and
-        // the clusters those are in, read together.
-        let best: Vec<Option<(String, &Candidate)>> = reports
-            .iter()
-            .zip(&per_report)
-            .map(|((report, _), candidates)| self.best(report, candidates))
-            .collect();
         let mut cluster_ids: Vec<String> = best
             .iter()
             .flatten()
@@ -443,9 +494,7 @@ impl Clusterer {
             .collect();
         cluster_ids.sort();
         cluster_ids.dedup();
-        let t3 = t0.elapsed();
         let mut clusters = store::get_clusters_with_times(tx.conn(), &cluster_ids).await?;
-        let t4 = t0.elapsed();
         for id in cluster_ids {
             let cluster = clusters.remove(&id);
             pending.clusters.insert(id, cluster);
@@ -459,10 +508,7 @@ impl Clusterer {
                 .instrument(span.clone())
                 .await?;
         }
-        let t5 = t0.elapsed();
-        let r = pending.write(tx).await;
-        tracing::debug!(reports = reports.len(), t1 = t1.as_micros() as u64, t2 = t2.as_micros() as u64, t3 = t3.as_micros() as u64, t4 = t4.as_micros() as u64, t5 = t5.as_micros() as u64, t6 = t0.elapsed().as_micros() as u64, "TIMING");
-        r
+        pending.write(tx).await
     }
 
     /// The most similar of `candidates` at the same place, with why it is the same place.
@@ -855,18 +901,26 @@ mod batch_tests {
         };
         let clock = Clock::manual("2026-11-23T02:00:00Z".parse().unwrap());
         let cases = reports(clock.now_micros());
-        let clusterer = Clusterer {
+        let batch_db = one.db("intake", &store::MIGRATIONS).await;
+        let single_db = each.db("intake", &store::MIGRATIONS).await;
+        let clusterer = |db: &Db| Clusterer {
             config: ClusterConfig::default(),
             clock: clock.clone(),
+            db: db.clone(),
         };
 
-        let batch_db = one.db("intake", &store::MIGRATIONS).await;
+        // The batch as the consumer applies it: candidates looked up before the transaction.
         let events = delivered(testing::submit(&batch_db, &cases).await);
+        let batched = clusterer(&batch_db);
+        let prepared = batched.prepare(&events).await.unwrap();
         let mut tx = batch_db.begin().await.unwrap();
-        clusterer.apply(&mut tx, &events).await.unwrap();
+        batched
+            .apply_prepared(&mut tx, &events, prepared)
+            .await
+            .unwrap();
         tx.commit().await.unwrap();
 
-        let single_db = each.db("intake", &store::MIGRATIONS).await;
+        let clusterer = clusterer(&single_db);
         let events = delivered(testing::submit(&single_db, &cases).await);
         for e in &events {
             let mut tx = single_db.begin().await.unwrap();

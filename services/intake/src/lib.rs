@@ -110,6 +110,7 @@ pub async fn start(
             cluster::Clusterer {
                 config: config.clusters.clone(),
                 clock: env.clock.clone(),
+                db: db.clone(),
             },
             opts,
         );

@@ -25,6 +25,55 @@ pub trait Apply: Send + Sync + 'static {
         tx: &mut Tx,
         events: &[pb::Event],
     ) -> impl Future<Output = anyhow::Result<()>> + Send;
+
+    /// Reads done for a batch before its transaction begins, handed to
+    /// [`Apply::apply_prepared`]. On SQLite every writer shares one connection, so a
+    /// consumer whose batch needs many reads can make them here, through the read pool, and
+    /// hold the writer only for what must be read under it and for its writes. What is read
+    /// here may be a moment old when applied: use it only where that is harmless (candidates
+    /// to look at again under the transaction), never for a decision that needs the latest.
+    fn prepare(
+        &self,
+        _events: &[pb::Event],
+    ) -> impl Future<Output = anyhow::Result<Prepared>> + Send {
+        async { Ok(Prepared::default()) }
+    }
+
+    /// [`Apply::apply`] with what [`Apply::prepare`] read; by default ignores it.
+    fn apply_prepared(
+        &self,
+        tx: &mut Tx,
+        events: &[pb::Event],
+        _prepared: Prepared,
+    ) -> impl Future<Output = anyhow::Result<()>> + Send {
+        self.apply(tx, events)
+    }
+}
+
+/// What [`Apply::prepare`] read, for the same consumer's [`Apply::apply_prepared`].
+#[derive(Default)]
+pub struct Prepared(Option<Box<dyn std::any::Any + Send>>);
+
+impl Prepared {
+    /// Wraps a consumer's reads.
+    pub fn new<T: Send + 'static>(value: T) -> Self {
+        Self(Some(Box::new(value)))
+    }
+
+    /// The reads, if they are a `T`.
+    pub fn take<T: Send + 'static>(self) -> Option<T> {
+        self.0.and_then(|b| b.downcast::<T>().ok()).map(|b| *b)
+    }
+}
+
+impl std::fmt::Debug for Prepared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Prepared(..)"
+        } else {
+            "Prepared(none)"
+        })
+    }
 }
 
 /// A span for handling one event, continuing the trace of the request that caused it: events
@@ -268,25 +317,30 @@ impl<A: Apply> Consumer<A> {
 
     async fn apply_batch(&self, batch: pb::SubscribeResponse) -> Result<(), End> {
         let started = std::time::Instant::now();
+        let prepared = self
+            .apply
+            .prepare(&batch.events)
+            .await
+            .map_err(End::Apply)?;
+        let read = started.elapsed();
         let mut tx = self.db.begin().await?;
-        let began = started.elapsed();
+        let began = started.elapsed() - read;
         if !self.fence(&mut tx).await? {
             return Err(End::LostLease);
         }
-        if !batch.events.is_empty() {
-            self.apply
-                .apply(&mut tx, &batch.events)
-                .await
-                .map_err(End::Apply)?;
-        }
+        self.apply
+            .apply_prepared(&mut tx, &batch.events, prepared)
+            .await
+            .map_err(End::Apply)?;
         self.store_cursor(&mut tx, &batch.cursor).await?;
         let applied = started.elapsed();
         tx.commit().await?;
         tracing::debug!(
             consumer = %self.opts.name,
             events = batch.events.len(),
+            prepare_micros = read.as_micros() as u64,
             begin_micros = began.as_micros() as u64,
-            apply_micros = (applied - began).as_micros() as u64,
+            apply_micros = (applied - began - read).as_micros() as u64,
             commit_micros = (started.elapsed() - applied).as_micros() as u64,
             "applied a batch"
         );

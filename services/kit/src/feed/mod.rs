@@ -20,7 +20,9 @@ mod notify;
 mod server;
 mod store;
 
-pub use consumer::{Apply, BearerToken, Consumer, ConsumerOptions, FeedSource, event_span};
+pub use consumer::{
+    Apply, BearerToken, Consumer, ConsumerOptions, FeedSource, Prepared, event_span,
+};
 pub use notify::spawn_postgres_bridge;
 pub use server::EventFeedService;
 pub use store::{

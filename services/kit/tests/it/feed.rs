@@ -7,7 +7,7 @@ use minqing_kit::{
     backend_tests,
     config::ServerConfig,
     db::{Backend, Db, Migrations, Tx},
-    feed::{self, Apply, Consumer, ConsumerOptions, Cursor, EventMeta, FeedSource},
+    feed::{self, Apply, Consumer, ConsumerOptions, Cursor, EventMeta, FeedSource, Prepared},
     testing::eventually,
 };
 use minqing_proto::minqing::events::v1::{self as pb, event_feed_client::EventFeedClient};
@@ -183,6 +183,27 @@ struct Record {
 }
 
 impl Apply for Record {
+    /// The batch's event ids, read before its transaction, as a consumer's reads would be.
+    async fn prepare(&self, events: &[pb::Event]) -> anyhow::Result<Prepared> {
+        Ok(Prepared::new(
+            events.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
+        ))
+    }
+
+    async fn apply_prepared(
+        &self,
+        tx: &mut Tx,
+        events: &[pb::Event],
+        prepared: Prepared,
+    ) -> anyhow::Result<()> {
+        let ids: Vec<String> = events.iter().map(|e| e.id.clone()).collect();
+        anyhow::ensure!(
+            prepared.take::<Vec<String>>() == Some(ids),
+            "prepare saw another batch"
+        );
+        self.apply(tx, events).await
+    }
+
     async fn apply(&self, tx: &mut Tx, events: &[pb::Event]) -> anyhow::Result<()> {
         for event in events {
             sqlx::query("INSERT INTO applied (event_id, holder) VALUES ($1, $2)")
@@ -282,6 +303,134 @@ async fn consumer_applies_each_event_once_despite_kills_and_rivals(backend: Back
     h.stop().await;
 }
 
+async fn stored_cursor(db: &Db, name: &str) -> Option<String> {
+    sqlx::query_scalar("SELECT cursor FROM consumer_cursors WHERE name = $1")
+        .bind(name)
+        .fetch_optional(db.pool())
+        .await
+        .unwrap()
+}
+
+/// Batches with no event a consumer wants cost no transaction each: their cursor is held and
+/// written with the lease's renewal (or the next wanted batch, or at shutdown), and a
+/// restart from it applies exactly what came after.
+async fn a_consumer_holds_the_cursor_past_events_it_does_not_want(backend: Backend) {
+    let Some(h) = Harness::start(backend, ServerConfig::default()).await else {
+        return;
+    };
+    let db = h.test_db.db("consumer", &CONSUMER_MIGRATIONS).await;
+    let consumer = |holder: &str, shutdown: CancellationToken| {
+        let mut opts = ConsumerOptions::new("picky");
+        opts.kinds = vec!["google.protobuf.Timestamp".into()];
+        opts.holder = holder.to_string();
+        opts.lease_ttl = Duration::from_millis(600);
+        let consumer = Consumer::new(
+            db.clone(),
+            FeedSource::Local(db.clone()),
+            Record {
+                holder: holder.to_string(),
+            },
+            opts,
+        );
+        tokio::spawn(consumer.run(shutdown))
+    };
+    let append = |subject: String, wanted: bool| {
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin().await.unwrap();
+            let meta = EventMeta::current("test:writer");
+            let id = if wanted {
+                feed::append(
+                    &mut tx,
+                    &meta,
+                    &subject,
+                    &prost_types::Timestamp::default(),
+                    0,
+                )
+                .await
+            } else {
+                feed::append(
+                    &mut tx,
+                    &meta,
+                    &subject,
+                    &prost_types::Duration::default(),
+                    0,
+                )
+                .await
+            }
+            .unwrap();
+            tx.commit().await.unwrap();
+            id
+        }
+    };
+    let last_cursor = || {
+        let db = db.clone();
+        async move {
+            feed::read_after(&db, Cursor::START, 1000)
+                .await
+                .unwrap()
+                .events
+                .last()
+                .map(|e| e.cursor.to_string())
+        }
+    };
+
+    for i in 0..30 {
+        append(format!("skip/{i}"), false).await;
+    }
+    let stop = CancellationToken::new();
+    let first = consumer("first", stop.clone());
+    let end = last_cursor().await;
+    eventually(Duration::from_secs(20), "the held cursor stored", || {
+        let (db, end) = (db.clone(), end.clone());
+        async move { stored_cursor(&db, "picky").await == end }
+    })
+    .await;
+    assert_eq!(counts(&db).await, (0, 0), "nothing applied");
+
+    // A wanted event among unwanted ones is applied once; at shutdown the cursor past the
+    // unwanted ones after it is kept.
+    let wanted = append("want/1".into(), true).await;
+    for i in 30..40 {
+        append(format!("skip/{i}"), false).await;
+    }
+    eventually(Duration::from_secs(20), "the wanted event applied", || {
+        let db = db.clone();
+        async move { counts(&db).await == (1, 1) }
+    })
+    .await;
+    let end = last_cursor().await;
+    eventually(Duration::from_secs(20), "the cursor past the rest", || {
+        let (db, end) = (db.clone(), end.clone());
+        async move { stored_cursor(&db, "picky").await == end }
+    })
+    .await;
+    stop.cancel();
+    first.await.unwrap();
+
+    // A restart applies what came after, and nothing before again.
+    let again = append("want/2".into(), true).await;
+    let stop = CancellationToken::new();
+    let second = consumer("second", stop.clone());
+    eventually(
+        Duration::from_secs(20),
+        "the next wanted event applied",
+        || {
+            let db = db.clone();
+            async move { counts(&db).await == (2, 2) }
+        },
+    )
+    .await;
+    let applied: Vec<String> = sqlx::query_scalar("SELECT event_id FROM applied ORDER BY holder")
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
+    assert_eq!(applied, vec![wanted, again]);
+    stop.cancel();
+    second.await.unwrap();
+    h.stop().await;
+}
+
 async fn events_carry_the_trace_context_of_their_request(backend: Backend) {
     let Some(h) = Harness::start(backend, ServerConfig::default()).await else {
         return;
@@ -366,4 +515,5 @@ backend_tests!(
     subscribe_filters_kinds_but_advances_the_cursor,
     consumer_applies_each_event_once_despite_kills_and_rivals,
     events_carry_the_trace_context_of_their_request,
+    a_consumer_holds_the_cursor_past_events_it_does_not_want,
 );
