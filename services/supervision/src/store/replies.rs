@@ -72,21 +72,29 @@ pub async fn contact<'c, E: Executor<'c, Database = Any>>(
     }))
 }
 
-/// Puts cases in a cluster ("" takes them out).
+/// Puts cases in a cluster ("" takes them out): one multi-row statement for all of them (a
+/// cluster's event names every member, so a statement a case would make clusters of
+/// hundreds cost hundreds of round trips per report).
 pub async fn set_cluster(tx: &mut Tx, cases: &[String], cluster: &str) -> Result<(), StoreError> {
-    for case in cases {
-        let Some(id) = case.strip_prefix("cases/") else {
-            continue;
-        };
-        sqlx::query(
-            "INSERT INTO cluster_members (case_id, cluster) VALUES ($1, $2) \
-             ON CONFLICT (case_id) DO UPDATE SET cluster = excluded.cluster",
-        )
-        .bind(id)
-        .bind(cluster)
-        .execute(tx.conn())
-        .await?;
-    }
+    // Each case once: a statement may not upsert the same row twice.
+    let ids: std::collections::BTreeSet<&str> = cases
+        .iter()
+        .filter_map(|c| c.strip_prefix("cases/"))
+        .collect();
+    minqing_kit::db::execute_rows(
+        tx.conn(),
+        2,
+        ids,
+        |id| id.len() + cluster.len() + 8,
+        |values| {
+            format!(
+                "INSERT INTO cluster_members (case_id, cluster) VALUES {values} \
+                 ON CONFLICT (case_id) DO UPDATE SET cluster = excluded.cluster"
+            )
+        },
+        |q, id| q.bind(id.to_string()).bind(cluster.to_string()),
+    )
+    .await?;
     Ok(())
 }
 
