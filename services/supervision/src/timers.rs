@@ -30,8 +30,9 @@ use minqing_kit::{feed::EventMeta, time::Micros};
 use minqing_proto::minqing::supervision::v1 as pb;
 
 const ACTOR: &str = "system:supervision-timers";
-/// Timers fired in one transaction at most.
-const BATCH: usize = 256;
+/// Timers fired in one transaction at most: a burst due at one instant is drained a thousand
+/// at a time, each batch a few multi-row statements and one commit.
+const BATCH: usize = 1_000;
 /// How often the table is swept for timers the queue missed.
 const SWEEP: Duration = Duration::from_secs(5);
 /// How many times a timer whose row is not visible yet is tried again (every tick).
@@ -173,19 +174,24 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
 }
 
 /// Fires `due` in one transaction; returns the timers whose rows were not found unfired (not
-/// committed yet, replaced, or fired already). The timers are marked and the clocks read in a
-/// few statements for the whole batch; each changed clock is written once, with only the
-/// timers that changed.
+/// committed yet, replaced, moved later, or fired already). A few multi-row statements for the
+/// whole batch, whatever its size: the timers marked (`UPDATE … RETURNING`), the clocks read,
+/// the changed clocks written, the timers they no longer need deleted and their next ones
+/// inserted, the events appended. Each phase's time is logged (debug) to see where a burst's
+/// time goes.
 async fn fire_batch(ctx: &Ctx, due: &[(Micros, i64)]) -> Result<Vec<(Micros, i64)>, Error> {
+    let started = std::time::Instant::now();
     let now = ctx.clock.now_micros();
     let meta = EventMeta::current(ACTOR);
     let mut tx = ctx.db.begin().await?;
     let mut out = Pending::default();
     let ids: Vec<i64> = due.iter().map(|(_, id)| *id).collect();
     let fired = store::clocks::fire_timers(&mut tx, &ids, now).await?;
+    let marked = started.elapsed();
+    let found: std::collections::HashSet<i64> = fired.iter().map(|t| t.id).collect();
     let missing: Vec<(Micros, i64)> = due
         .iter()
-        .filter(|(_, id)| !fired.iter().any(|t| t.id == *id))
+        .filter(|(_, id)| !found.contains(id))
         .copied()
         .collect();
     let mut cases: Vec<String> = fired.iter().map(|t| t.case_id.clone()).collect();
@@ -197,6 +203,7 @@ async fn fire_batch(ctx: &Ctx, due: &[(Micros, i64)]) -> Result<Vec<(Micros, i64
             .into_iter()
             .map(|c| (c.case_id.clone(), (c.clone(), c)))
             .collect();
+    let read = started.elapsed();
     let mut fired = fired;
     fired.sort_by_key(|t| (t.fire, t.step));
     for timer in &fired {
@@ -205,29 +212,55 @@ async fn fire_batch(ctx: &Ctx, due: &[(Micros, i64)]) -> Result<Vec<(Micros, i64
         };
         fire_one(ctx, clock, timer, now, &meta, &mut out);
     }
+    let mut changed = Vec::new();
+    let mut dropped = Vec::new();
+    let mut added = Vec::new();
     for (before, mut clock) in clocks.into_values() {
         if clock == before {
             continue;
         }
         clock.update_time = now;
-        if !store::clocks::save(&mut tx, &mut clock).await? {
-            return Err(Error::Conflict);
-        }
         let cal = ctx
             .calendars
             .for_district(&clock.place.district, &ctx.config.default_city);
         let old = crate::clock::timers(&before, &cal.calendar, &ctx.policy);
         let new = crate::clock::timers(&clock, &cal.calendar, &ctx.policy);
-        store::clocks::change_timers(&mut tx, &old, &new).await?;
-        out.hints.extend(
-            new.iter()
-                .filter(|t| !old.iter().any(|o| o.id == t.id))
-                .map(|t| (t.fire, t.id)),
+        dropped.extend(
+            old.iter()
+                .filter(|t| !new.iter().any(|n| n.id == t.id))
+                .map(|t| t.id),
         );
+        added.extend(
+            new.into_iter()
+                .filter(|t| !old.iter().any(|o| o.id == t.id)),
+        );
+        changed.push(clock);
     }
+    let applied = started.elapsed();
+    if store::clocks::save_many(&mut tx, &mut changed).await? != changed.len() as u64 {
+        return Err(Error::Conflict);
+    }
+    store::clocks::delete_unfired(&mut tx, &dropped).await?;
+    store::clocks::insert_timers(&mut tx, &added).await?;
+    out.hints.extend(added.iter().map(|t| (t.fire, t.id)));
+    let events = out.rows.len();
     flow::finish(&mut tx, &mut out).await?;
+    let written = started.elapsed();
     tx.commit().await?;
     ctx.timers.push(out.hints);
+    let ms = |d: Duration| d.as_secs_f64() * 1_000.0;
+    tracing::debug!(
+        due = due.len(),
+        fired = fired.len(),
+        clocks = changed.len(),
+        events,
+        mark_ms = ms(marked),
+        read_ms = ms(read - marked),
+        apply_ms = ms(applied - read),
+        write_ms = ms(written - applied),
+        commit_ms = ms(started.elapsed() - written),
+        "fired a batch of timers"
+    );
     Ok(missing)
 }
 
