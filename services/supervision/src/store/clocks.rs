@@ -518,3 +518,66 @@ pub async fn delete_unfired(tx: &mut Tx, ids: &[i64]) -> Result<(), StoreError> 
     }
     Ok(())
 }
+
+/// Writes clocks the timer worker changed — only what firing changes: state, document and
+/// update time (place, unit, deadline and calendar stay) — each only if still at its version,
+/// in a few multi-row statements; returns how many were written (fewer: some changed
+/// underneath, and the caller's transaction must not commit). Bumps each written `version`.
+/// Leaving the other columns out of the statement spares SQLite the rewriting of the indexes
+/// on them; on SQLite (no network, so no reason to keep statements small) 200 rows go in one
+/// statement.
+pub async fn save_fired(tx: &mut Tx, clocks: &mut [Clock]) -> Result<u64, StoreError> {
+    const COLUMNS: usize = 5;
+    let sql = |values: &str| {
+        format!(
+            "WITH v (case_id, version, state, update_time, doc) AS (VALUES {values}) \
+             UPDATE clocks SET state = v.state, update_time = v.update_time, doc = v.doc, \
+                version = clocks.version + 1 \
+             FROM v WHERE clocks.case_id = v.case_id AND clocks.version = v.version"
+        )
+    };
+    let bind = |q: minqing_kit::db::AnyQuery, (c, doc): (&Clock, String)| {
+        q.bind(c.case_id.clone())
+            .bind(c.version)
+            .bind(i64::from(c.state.wire()))
+            .bind(c.update_time)
+            .bind(doc)
+    };
+    let rows = clocks
+        .iter()
+        .map(|c| Ok((c, to_doc(c)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let written = match tx.backend() {
+        minqing_kit::db::Backend::Sqlite => {
+            let mut written = 0;
+            let mut rows = rows.into_iter().peekable();
+            while rows.peek().is_some() {
+                let chunk: Vec<_> = rows.by_ref().take(200).collect();
+                let text = sql(&minqing_kit::db::values_list(chunk.len(), COLUMNS));
+                let mut q: minqing_kit::db::AnyQuery = sqlx::query(sqlx::AssertSqlSafe(text));
+                for row in chunk {
+                    q = bind(q, row);
+                }
+                written += q.execute(tx.conn()).await?.rows_affected();
+            }
+            written
+        }
+        minqing_kit::db::Backend::Postgres => {
+            minqing_kit::db::execute_rows(
+                tx.conn(),
+                COLUMNS,
+                rows,
+                |(c, doc)| doc.len() + c.case_id.len() + 32,
+                sql,
+                bind,
+            )
+            .await?
+        }
+    };
+    if written == clocks.len() as u64 {
+        for c in clocks.iter_mut() {
+            c.version += 1;
+        }
+    }
+    Ok(written)
+}
