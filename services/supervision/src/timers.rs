@@ -503,8 +503,56 @@ mod tests {
         db.close().await;
     }
 
+    async fn a_timer_moved_later_does_not_fire_from_an_old_copy_in_the_queue(backend: Backend) {
+        let Some(test_db) = TestDatabase::new(backend).await else {
+            return;
+        };
+        let db = Db::connect(&test_db.options("supervision")).await.unwrap();
+        let start = chrono::FixedOffset::east_opt(8 * 3600)
+            .unwrap()
+            .with_ymd_and_hms(2026, 11, 23, 10, 0, 0)
+            .single()
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let clock = time::Clock::manual(start);
+        let ctx = ctx(&db, &clock).await;
+        let now = clock.now_micros();
+        let cal = ctx.calendars.for_district("620102", "6201");
+        let mut c = Clock::new("case-1", now);
+        c.place.district = "620102".into();
+        c.run_days(&cal.calendar, now, 3);
+        let mut tx = db.begin().await.unwrap();
+        let mut out = Pending::default();
+        flow::save(&ctx, &mut tx, &mut c, &mut out).await.unwrap();
+        tx.commit().await.unwrap();
+        // The warning's row (Thursday 13:30) moves an hour later under the same id; the queue
+        // keeps the old copy.
+        let hour = 3_600_000_000_i64;
+        sqlx::query("UPDATE timers SET fire_time = fire_time + $1 WHERE kind = 1")
+            .bind(hour)
+            .execute(db.pool())
+            .await
+            .unwrap();
+        ctx.timers.push(out.hints.clone());
+        clock.set(start + chrono::Duration::days(3) + chrono::Duration::hours(4));
+        let shutdown = CancellationToken::new();
+        let worker = tokio::spawn(super::run(ctx.clone(), shutdown.clone()));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        shutdown.cancel();
+        worker.await.unwrap();
+        assert_eq!(count::<pb::DeadlineWarning>(&db).await, 0);
+        // At its new time it fires, once.
+        ctx.timers
+            .push(out.hints.iter().map(|(fire, id)| (fire + hour, *id)));
+        clock.advance(chrono::Duration::hours(1));
+        fire_until::<pb::DeadlineWarning>(&ctx, 1).await;
+        assert_eq!(count::<pb::DeadlineWarning>(&db).await, 1);
+        db.close().await;
+    }
+
     backend_tests!(
         timers_survive_restarts_and_fire_exactly_once,
-        bulk_loaded_clocks_are_queued
+        bulk_loaded_clocks_are_queued,
+        a_timer_moved_later_does_not_fire_from_an_old_copy_in_the_queue
     );
 }
