@@ -616,8 +616,108 @@ mod tests {
         db.close().await;
     }
 
+    async fn a_replan_racing_the_timer_worker_ends_consistent(backend: Backend) {
+        let Some(test_db) = TestDatabase::new(backend).await else {
+            return;
+        };
+        let db = Db::connect(&test_db.options("supervision")).await.unwrap();
+        let clock = time::Clock::manual(cst(23, 10, 0));
+        let ctx = ctx(&db, &clock).await;
+        let now = clock.now_micros();
+        let stored = ctx.calendars.get("6201").unwrap();
+        // 600 clocks due Thursday 26 Nov at 17:30, warned at 13:30.
+        let clocks: Vec<Clock> = (0..600)
+            .map(|i| {
+                let mut c = grid_clock(format!("r-{i:03}"), now);
+                c.run_days(&stored.calendar, now, 3);
+                c.calendar_version = stored.version;
+                c
+            })
+            .collect();
+        let timers: Vec<_> = clocks
+            .iter()
+            .flat_map(|c| crate::clock::timers(c, &stored.calendar, &ctx.policy))
+            .collect();
+        let mut tx = db.begin().await.unwrap();
+        store::clocks::insert_clocks(&mut tx, &clocks)
+            .await
+            .unwrap();
+        store::clocks::insert_timers(&mut tx, &timers)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        crate::timers::load(&ctx).await.unwrap();
+        let shutdown = CancellationToken::new();
+        let firing = tokio::spawn(crate::timers::run(ctx.clone(), shutdown.clone()));
+        let replanning = tokio::spawn(super::run(ctx.clone(), shutdown.clone()));
+        // The warnings fall due while Thursday is declared a holiday: each clock is warned
+        // before its re-plan or not at all, and moves to Friday either way.
+        clock.set(cst(26, 13, 31));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let edited = declare(&ctx, 26, DayKind::Holiday).await;
+        ctx.replan_wake.notify_one();
+        eventually(
+            Duration::from_secs(30),
+            "every clock re-planned",
+            || async {
+                let stale: i64 = sqlx::query_scalar(
+                    "SELECT CAST(COUNT(*) AS BIGINT) FROM clocks WHERE calendar_version < $1",
+                )
+                .bind(edited.version)
+                .fetch_one(db.pool())
+                .await
+                .unwrap();
+                stale == 0
+            },
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        shutdown.cancel();
+        firing.await.unwrap();
+        replanning.await.unwrap();
+
+        let friday = micros(cst(27, 17, 30));
+        let ids: Vec<String> = clocks.iter().map(|c| c.case_id.clone()).collect();
+        let mut tx = db.begin().await.unwrap();
+        let stored_timers = super::deadline_timers(&mut tx, &ids).await.unwrap();
+        let now_clocks = store::clocks::get_many(&mut tx, &ids).await.unwrap();
+        tx.rollback().await.unwrap();
+        assert_eq!(now_clocks.len(), 600);
+        for c in &now_clocks {
+            assert_eq!(c.due, Some(friday), "{}", c.case_id);
+            // Warned for Thursday or not, the moved-later deadline gets its own warning.
+            assert!(!c.warned, "{}", c.case_id);
+            let mut want: Vec<(i64, Micros)> =
+                crate::clock::timers(c, &edited.calendar, &ctx.policy)
+                    .iter()
+                    .map(|t| (t.id, t.fire))
+                    .collect();
+            let mut have: Vec<(i64, Micros)> = stored_timers
+                .iter()
+                .filter(|t| t.case_id == c.case_id)
+                .map(|t| (t.id, t.fire))
+                .collect();
+            want.sort_unstable();
+            have.sort_unstable();
+            assert_eq!(have, want, "{}", c.case_id);
+        }
+        // At most one warning per clock went out (for Thursday, before its re-plan).
+        let most: i64 = sqlx::query_scalar(
+            "SELECT CAST(COALESCE(MAX(n), 0) AS BIGINT) FROM \
+             (SELECT COUNT(*) AS n FROM events WHERE kind = $1 GROUP BY subject) AS w",
+        )
+        .bind(pb::DeadlineWarning::full_name())
+        .fetch_one(db.pool())
+        .await
+        .unwrap();
+        assert!(most <= 1, "{most}");
+        assert_eq!(count::<pb::ClockRescheduled>(&db).await, 600);
+        db.close().await;
+    }
+
     backend_tests!(
         a_holiday_replans_many_clocks_once_across_a_restart,
-        a_deadline_counted_before_an_edit_and_saved_after_it_is_found
+        a_deadline_counted_before_an_edit_and_saved_after_it_is_found,
+        a_replan_racing_the_timer_worker_ends_consistent
     );
 }
