@@ -205,8 +205,8 @@ pub async fn batch(ctx: &Ctx, stored: &Stored, limit: i64) -> Result<Outcome, Er
     Ok(done)
 }
 
-/// Running (1) and overdue (3) clocks of `city` planned on a version older than `version`:
-/// the same predicate as the `clocks_replan` index's.
+/// Running (1) and overdue (3) clocks of `city` planned on a version older than `version`
+/// (two range seeks on the `clocks_replan` index).
 async fn stale(
     tx: &mut Tx,
     city: &str,
@@ -219,7 +219,7 @@ async fn stale(
     };
     let sql = format!(
         "SELECT version, calendar_version, doc FROM clocks \
-         WHERE city = $1 AND calendar_version < $2 AND state IN (1, 3) LIMIT $3{lock}"
+         WHERE city = $1 AND state IN (1, 3) AND calendar_version < $2 LIMIT $3{lock}"
     );
     let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
         .bind(city)
