@@ -43,6 +43,8 @@ pub struct Ctx {
     pub outlets: crate::outlets::Outlets,
     /// Wakes the delivery worker when replies are queued.
     pub deliveries_ready: tokio::sync::Notify,
+    /// Wakes the re-plan worker when a calendar was edited.
+    pub replan_wake: tokio::sync::Notify,
 }
 
 /// The calendars in memory: read on every deadline, so never fetched from the database on

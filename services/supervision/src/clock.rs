@@ -194,6 +194,22 @@ pub struct Clock {
     /// Row version (not stored in the document).
     #[serde(skip)]
     pub version: i64,
+    /// The version of its calendar its deadline, warning and escalations were last planned
+    /// with (a column, not stored in the document): an edit of the calendar re-plans the
+    /// clocks planned with an older one (see `replan`).
+    #[serde(skip)]
+    pub calendar_version: i64,
+}
+
+/// What re-planning a clock on its edited calendar did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replanned {
+    /// Nothing of its schedule changed.
+    Unchanged,
+    /// Its deadline stands, but its warning or next escalation moved.
+    Retimed,
+    /// Its deadline moved; the one before.
+    Moved(Option<Micros>),
 }
 
 impl Clock {
@@ -226,7 +242,77 @@ impl Clock {
             create_time: now,
             update_time: now,
             version: 0,
+            calendar_version: 0,
         }
+    }
+
+    /// Whether its schedule is counted on its working-day calendar: it runs (or is overdue)
+    /// towards a deadline of working days. Emergencies count wall-clock minutes; paused and
+    /// closed clocks have no deadline.
+    pub fn on_calendar(&self) -> bool {
+        matches!(self.state, State::Running | State::Overdue)
+            && self.limit_minutes <= 0
+            && self.start.is_some()
+    }
+
+    /// The deadline its start and limit give on `cal` (the one [`Clock::run_days`] set, when
+    /// counted on the same calendar).
+    pub fn planned_due(&self, cal: &Calendar) -> Option<Micros> {
+        self.start
+            .map(|s| cal.add_working_days(s, self.limit_days.max(0).unsigned_abs()))
+    }
+
+    /// Whether its deadline is the one `cal` gives (always true off the calendar).
+    pub fn due_agrees(&self, cal: &Calendar) -> bool {
+        !self.on_calendar() || self.planned_due(cal) == self.due
+    }
+
+    /// Re-plans it on its calendar as edited: the deadline is counted again from its own
+    /// start and limit (a pause ends with a fresh start, so its history is in them), and the
+    /// warning and escalation still to come are timed again. `scheduled` are its unfired
+    /// timers as stored. Whenever anything moves, the generation is bumped, so the timers get
+    /// new ids and the ones they replace can never fire.
+    ///
+    /// What already happened stands: a warning given stays given when the deadline moves
+    /// earlier (a new one goes out before a deadline moved later); an overdue clock stays
+    /// overdue with its escalations counted, even if its deadline moves past now — its next
+    /// escalation is timed from the new deadline, and escalations are never taken back. A
+    /// deadline moved into the past makes the clock escalate at once.
+    pub fn replan(&mut self, cal: &Calendar, policy: &Policy, scheduled: &[Timer]) -> Replanned {
+        if !self.on_calendar() {
+            return Replanned::Unchanged;
+        }
+        let Some(due) = self.planned_due(cal) else {
+            return Replanned::Unchanged;
+        };
+        let previous = self.due;
+        if previous == Some(due) {
+            let on_deadline =
+                |t: &&Timer| matches!(t.kind, TimerKind::Warning | TimerKind::Escalation);
+            let mut stored: Vec<(i64, Micros)> = scheduled
+                .iter()
+                .filter(on_deadline)
+                .map(|t| (t.id, t.fire))
+                .collect();
+            let mut planned: Vec<(i64, Micros)> = timers(self, cal, policy)
+                .iter()
+                .filter(on_deadline)
+                .map(|t| (t.id, t.fire))
+                .collect();
+            stored.sort_unstable();
+            planned.sort_unstable();
+            if stored == planned {
+                return Replanned::Unchanged;
+            }
+            self.generation += 1;
+            return Replanned::Retimed;
+        }
+        if self.state == State::Running && previous.is_none_or(|p| due > p) {
+            self.warned = false;
+        }
+        self.due = Some(due);
+        self.generation += 1;
+        Replanned::Moved(previous)
     }
 
     /// Whether it is closed.
@@ -557,5 +643,136 @@ mod tests {
         );
         c.close(Close::Resolved, start + 90 * MICROS_PER_MINUTE);
         assert!(!c.on_time);
+    }
+
+    fn edited(cal: &Calendar, date: u32, kind: crate::calendar::DayKind) -> Calendar {
+        let mut c = cal.clone();
+        let special = crate::calendar::Special {
+            kind,
+            description: "edit".into(),
+        };
+        c.edit(
+            None,
+            [(NaiveDate::from_ymd_opt(2026, 11, date).unwrap(), special)],
+            [],
+        );
+        c
+    }
+
+    fn warning(c: &Clock, cal: &Calendar) -> Option<Micros> {
+        timers(c, cal, &policy())
+            .iter()
+            .find(|t| t.kind == TimerKind::Warning)
+            .map(|t| t.fire)
+    }
+
+    #[test]
+    fn a_holiday_in_the_window_moves_the_deadline_and_its_timers_a_working_day_later() {
+        use crate::calendar::DayKind;
+        let cal = cal();
+        let mut c = Clock::new("c1", 0);
+        c.run_days(&cal, at(&cal, 23, 17, 0), 3);
+        let before = timers(&c, &cal, &policy());
+        let generation = c.generation;
+        // Wednesday 25 Nov off: Monday + 3 working days is Friday, not Thursday.
+        let holiday = edited(&cal, 25, DayKind::Holiday);
+        assert_eq!(
+            c.replan(&holiday, &policy(), &before),
+            Replanned::Moved(Some(at(&cal, 26, 17, 30)))
+        );
+        assert_eq!(c.due, Some(at(&cal, 27, 17, 30)));
+        assert_eq!(c.generation, generation + 1);
+        assert_eq!(warning(&c, &holiday), Some(at(&cal, 27, 13, 30)));
+        let after = timers(&c, &holiday, &policy());
+        assert!(after.iter().all(|t| before.iter().all(|b| b.id != t.id)));
+        // Planned again on the same calendar: nothing moves.
+        let generation = c.generation;
+        assert_eq!(c.replan(&holiday, &policy(), &after), Replanned::Unchanged);
+        assert_eq!(c.generation, generation);
+        // A holiday after the deadline changes nothing either.
+        let later = edited(&holiday, 30, DayKind::Holiday);
+        assert_eq!(c.replan(&later, &policy(), &after), Replanned::Unchanged);
+    }
+
+    #[test]
+    fn a_make_up_day_moves_the_deadline_earlier_and_a_given_warning_stands() {
+        use crate::calendar::DayKind;
+        let cal = cal();
+        let mut c = Clock::new("c1", 0);
+        // Thursday 26 Nov + 3: Friday, Monday, Tuesday 1 Dec.
+        c.run_days(&cal, at(&cal, 26, 10, 0), 3);
+        let before = timers(&c, &cal, &policy());
+        c.warned = true;
+        let make_up = edited(&cal, 28, DayKind::Workday);
+        assert_eq!(
+            c.replan(&make_up, &policy(), &before),
+            Replanned::Moved(Some(at(&cal, 30, 17, 30) + 86_400_000_000))
+        );
+        assert_eq!(c.due, Some(at(&cal, 30, 17, 30)));
+        // Earlier: the warning already given stands, none is planned again.
+        assert!(c.warned);
+        assert_eq!(warning(&c, &make_up), None);
+        // Later again (the make-up day withdrawn): the unit is warned before the new deadline.
+        let now_on = timers(&c, &make_up, &policy());
+        assert!(matches!(
+            c.replan(&cal, &policy(), &now_on),
+            Replanned::Moved(_)
+        ));
+        assert!(!c.warned);
+        assert_eq!(
+            warning(&c, &cal),
+            Some(at(&cal, 30, 13, 30) + 86_400_000_000)
+        );
+    }
+
+    #[test]
+    fn an_overdue_clock_stays_overdue_and_its_next_escalation_is_timed_again() {
+        use crate::calendar::DayKind;
+        let cal = cal();
+        let mut c = Clock::new("c1", 0);
+        c.run_days(&cal, at(&cal, 23, 10, 0), 3);
+        c.warned = true;
+        c.state = State::Overdue;
+        c.escalations = 1;
+        let before = timers(&c, &cal, &policy());
+        assert_eq!(before[0].fire, at(&cal, 27, 17, 30));
+        // Friday off, after the deadline: the deadline stands, the repeat moves to Monday.
+        let friday = edited(&cal, 27, DayKind::Holiday);
+        assert_eq!(c.replan(&friday, &policy(), &before), Replanned::Retimed);
+        assert_eq!(c.due, Some(at(&cal, 26, 17, 30)));
+        let after = timers(&c, &friday, &policy());
+        assert_eq!((after[0].step, after[0].fire), (2, at(&cal, 30, 17, 30)));
+        assert_ne!(after[0].id, before[0].id);
+        // Tuesday off, in the window: the deadline moves past now, yet the escalation that
+        // fired stands and the clock stays overdue.
+        let tuesday = edited(&friday, 24, DayKind::Holiday);
+        assert!(matches!(
+            c.replan(&tuesday, &policy(), &after),
+            Replanned::Moved(_)
+        ));
+        assert_eq!(
+            (c.state, c.escalations, c.warned),
+            (State::Overdue, 1, true)
+        );
+        assert_eq!(c.due, Some(at(&cal, 30, 17, 30)));
+    }
+
+    #[test]
+    fn emergencies_and_paused_and_closed_clocks_are_not_on_the_calendar() {
+        use crate::calendar::DayKind;
+        let cal = cal();
+        let holiday = edited(&cal, 24, DayKind::Holiday);
+        let mut e = Clock::new("e", 0);
+        e.run_minutes(at(&cal, 23, 10, 0), 60);
+        assert_eq!(e.replan(&holiday, &policy(), &[]), Replanned::Unchanged);
+        let mut p = Clock::new("p", 0);
+        p.run_days(&cal, at(&cal, 23, 10, 0), 3);
+        p.pause(Pause::Papers, at(&cal, 23, 11, 0));
+        assert_eq!(p.replan(&holiday, &policy(), &[]), Replanned::Unchanged);
+        let mut d = Clock::new("d", 0);
+        d.run_days(&cal, at(&cal, 23, 10, 0), 3);
+        d.close(Close::Resolved, at(&cal, 23, 11, 0));
+        assert_eq!(d.replan(&holiday, &policy(), &[]), Replanned::Unchanged);
+        assert!(d.due_agrees(&holiday) && e.due_agrees(&holiday));
     }
 }

@@ -49,19 +49,26 @@ pub fn event<M: Message + Name>(
 }
 
 /// Saves a changed clock and re-derives its timers. A clock changed underneath (by the timer
-/// worker) is a conflict: the whole batch is tried again.
+/// worker or a calendar's re-plan) is a conflict: the whole batch is tried again.
+///
+/// The clock is marked planned with its calendar's version in force only when its deadline is
+/// the one that calendar gives: a deadline counted on a calendar edited since (read before
+/// the edit, saved after it) keeps the older mark, so the re-plan still finds it.
 pub async fn save(
     ctx: &Ctx,
     tx: &mut Tx,
     clock: &mut Clock,
     out: &mut Pending,
 ) -> Result<(), Error> {
-    if !store::clocks::save(tx, clock).await? {
-        return Err(Error::Conflict);
-    }
     let cal = ctx
         .calendars
         .for_district(&clock.place.district, &ctx.config.default_city);
+    if clock.due_agrees(&cal.calendar) {
+        clock.calendar_version = cal.version;
+    }
+    if !store::clocks::save(tx, clock).await? {
+        return Err(Error::Conflict);
+    }
     let timers = clock::timers(clock, &cal.calendar, &ctx.policy);
     store::clocks::set_timers(tx, &clock.case_id, &timers).await?;
     out.hints.extend(timers.iter().map(|t| (t.fire, t.id)));
@@ -359,6 +366,7 @@ fn emit_moved(s: &Step<'_>, out: &mut Pending, clock: &mut Clock, before: &Clock
             let e = pb::ClockRescheduled {
                 clock: c,
                 previous_due_time: before.due.map(to_timestamp),
+                ..Default::default()
             };
             event(out, s.meta, clock, &e, s.now);
         }

@@ -20,6 +20,7 @@ pub mod flow;
 pub mod grpc;
 pub mod indicators;
 pub mod outlets;
+pub mod replan;
 pub mod replies;
 pub mod store;
 pub mod templates;
@@ -108,6 +109,11 @@ pub async fn start_with_outlets(
     let (c, shutdown) = (ctx.clone(), env.shutdown.clone());
     tasks.push(tokio::spawn(async move {
         delivery::run(c, shutdown).await;
+        Ok(())
+    }));
+    let (c, shutdown) = (ctx.clone(), env.shutdown.clone());
+    tasks.push(tokio::spawn(async move {
+        replan::run(c, shutdown).await;
         Ok(())
     }));
     if config.follow_feeds {
@@ -226,5 +232,6 @@ pub async fn context(
         templates,
         outlets,
         deliveries_ready: tokio::sync::Notify::new(),
+        replan_wake: tokio::sync::Notify::new(),
     }))
 }

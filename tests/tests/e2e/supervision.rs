@@ -1,7 +1,8 @@
 //! Supervision end to end: the working-day calendar read, counted on and edited over gRPC;
 //! a case's whole life on its clock (submitted, routed, accepted, resolved, replied); a
 //! deadline passing on the manual clock and the warning and escalations it triggers; papers
-//! pausing the clock; appointed visits; a cluster's collective reply.
+//! pausing the clock; appointed visits; a cluster's collective reply; calendar edits moving
+//! running deadlines and their warnings.
 
 use std::time::Duration;
 
@@ -1320,7 +1321,127 @@ async fn volunteers_work_on_a_case_shows_in_its_clock(backend: Backend) {
     suite.stop().await;
 }
 
+fn declare(date: &str, kind: pb::DayKind) -> pb::UpdateCalendarRequest {
+    pb::UpdateCalendarRequest {
+        name: "calendars/6201".into(),
+        upsert_days: vec![pb::SpecialDay {
+            date: date.into(),
+            kind: kind as i32,
+            description: "declared by the city".into(),
+        }],
+        ..Default::default()
+    }
+}
+
+async fn calendar_edits_move_running_deadlines_and_their_warnings(backend: Backend) {
+    let Some(suite) = Suite::start(backend).await else {
+        return;
+    };
+    // Monday 23 Nov, 17:00: due Thursday 26 at the close, warned at 13:30 that day.
+    let case = submit(&suite, submission("cal-1")).await;
+    let running = clock_when(&suite, &case.name, "the clock to start", |c| {
+        c.state == pb::ClockState::Running as i32
+    })
+    .await;
+    assert_eq!(running.due_time.unwrap().seconds, secs(cst(26, 17, 30)));
+    let admin = suite
+        .token("district", Role::DistrictSystem, None, None)
+        .await;
+    let mut edit = suite.calendars(&admin).await;
+
+    // Wednesday 25 Nov declared a holiday: the deadline moves a working day later.
+    edit.update_calendar(declare("2026-11-25", pb::DayKind::Holiday))
+        .await
+        .unwrap();
+    let moved = clock_when(&suite, &case.name, "the deadline to move", |c| {
+        c.due_time
+            .as_ref()
+            .is_some_and(|t| t.seconds == secs(cst(27, 17, 30)))
+    })
+    .await;
+    assert_eq!(moved.state, pb::ClockState::Running as i32);
+    assert!(!moved.warned);
+    assert!(
+        moved
+            .history
+            .iter()
+            .any(|h| h.kind == pb::ClockRescheduled::full_name()
+                && h.summary.contains("calendars/6201")),
+        "{:?}",
+        moved.history
+    );
+    let rescheduled = events_when::<pb::ClockRescheduled>(&suite, &case.name, 1).await;
+    assert_eq!(rescheduled[0].calendar, "calendars/6201");
+    assert_eq!(
+        rescheduled[0].previous_due_time.unwrap().seconds,
+        secs(cst(26, 17, 30))
+    );
+    assert_eq!(
+        rescheduled[0]
+            .clock
+            .as_ref()
+            .unwrap()
+            .due_time
+            .unwrap()
+            .seconds,
+        secs(cst(27, 17, 30))
+    );
+
+    // Past the old warning time nothing fires (the acceptance window's notice, due before
+    // it, shows the timers were looked at)…
+    suite.clock.set(cst(26, 13, 31));
+    events_when::<pb::AcceptanceOverdue>(&suite, &case.name, 1).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let all = events(&suite, &case.name).await;
+    assert_eq!(decode::<pb::DeadlineWarning>(&all).len(), 0);
+    assert_eq!(decode::<pb::OverdueEscalated>(&all).len(), 0);
+
+    // A case reported now (Thursday 13:31) is due Tuesday 1 Dec; Saturday 28 Nov made a
+    // working day moves it a working day earlier, and leaves the first case's deadline alone.
+    let mut req = submission("cal-2");
+    req.description = "5号楼后面的路灯一直闪".into();
+    let second = submit(&suite, req).await;
+    let later = clock_when(&suite, &second.name, "the second clock", |c| {
+        c.state == pb::ClockState::Running as i32
+    })
+    .await;
+    let tuesday = secs(cst(30, 17, 30)) + 86_400;
+    assert_eq!(later.due_time.unwrap().seconds, tuesday);
+    edit.update_calendar(declare("2026-11-28", pb::DayKind::Workday))
+        .await
+        .unwrap();
+    let earlier = clock_when(&suite, &second.name, "the deadline to move earlier", |c| {
+        c.due_time
+            .as_ref()
+            .is_some_and(|t| t.seconds == secs(cst(30, 17, 30)))
+    })
+    .await;
+    assert_eq!(earlier.state, pb::ClockState::Running as i32);
+    let moved_back = events_when::<pb::ClockRescheduled>(&suite, &second.name, 1).await;
+    assert_eq!(moved_back[0].previous_due_time.unwrap().seconds, tuesday);
+
+    // Past the new warning time the first case is warned, exactly once.
+    suite.clock.set(cst(27, 13, 31));
+    let warned = events_when::<pb::DeadlineWarning>(&suite, &case.name, 1).await;
+    assert_eq!(warned[0].due_time.unwrap().seconds, secs(cst(27, 17, 30)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let all = events(&suite, &case.name).await;
+    assert_eq!(decode::<pb::DeadlineWarning>(&all).len(), 1);
+    assert_eq!(decode::<pb::ClockRescheduled>(&all).len(), 1);
+    // The second, due Monday now, is warned on Monday at 13:30, not on Tuesday.
+    suite.clock.set(cst(30, 13, 31));
+    let warned = events_when::<pb::DeadlineWarning>(&suite, &second.name, 1).await;
+    assert_eq!(warned[0].due_time.unwrap().seconds, secs(cst(30, 17, 30)));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        decode::<pb::DeadlineWarning>(&events(&suite, &second.name).await).len(),
+        1
+    );
+    suite.stop().await;
+}
+
 backend_tests!(
+    calendar_edits_move_running_deadlines_and_their_warnings,
     volunteers_work_on_a_case_shows_in_its_clock,
     emergencies_count_minutes_and_referrals_close_at_once,
     replies_are_retried_with_backoff_through_the_webhook,

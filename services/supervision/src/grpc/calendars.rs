@@ -194,6 +194,8 @@ pub async fn update(
         feed::append(&mut tx, &meta, &calendar_name(&city), &event, now).await?;
         tx.commit().await?;
         ctx.calendars.put(stored);
+        // The city's running clocks are re-planned on the edited calendar (replan.rs).
+        ctx.replan_wake.notify_one();
         return Ok(wire);
     }
     Err(Error::Aborted)

@@ -10,6 +10,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> Result<Clock, StoreError> {
     let doc: String = row.try_get("doc")?;
     let mut c: Clock = from_doc(&doc)?;
     c.version = row.try_get("version")?;
+    c.calendar_version = row.try_get("calendar_version")?;
     Ok(c)
 }
 
@@ -18,7 +19,7 @@ pub async fn get<'c, E: Executor<'c, Database = Any>>(
     db: E,
     case_id: &str,
 ) -> Result<Option<Clock>, StoreError> {
-    let row = sqlx::query("SELECT version, doc FROM clocks WHERE case_id = $1")
+    let row = sqlx::query("SELECT version, calendar_version, doc FROM clocks WHERE case_id = $1")
         .bind(case_id)
         .fetch_optional(db)
         .await?;
@@ -33,8 +34,9 @@ pub async fn save(tx: &mut Tx, c: &mut Clock) -> Result<bool, StoreError> {
     let done = if c.version == 0 {
         sqlx::query(
             "INSERT INTO clocks (case_id, state, unit, district, street, community, grid, \
-                building, due_time, create_time, update_time, version, doc) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12) \
+                building, due_time, create_time, update_time, version, doc, city, \
+                calendar_version) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1, $12, $13, $14) \
              ON CONFLICT (case_id) DO NOTHING",
         )
         .bind(&c.case_id)
@@ -49,14 +51,16 @@ pub async fn save(tx: &mut Tx, c: &mut Clock) -> Result<bool, StoreError> {
         .bind(c.create_time)
         .bind(c.update_time)
         .bind(doc)
+        .bind(&c.city)
+        .bind(c.calendar_version)
         .execute(tx.conn())
         .await?
     } else {
         sqlx::query(
             "UPDATE clocks SET state = $1, unit = $2, district = $3, street = $4, \
                 community = $5, grid = $6, building = $7, due_time = $8, update_time = $9, \
-                version = version + 1, doc = $10 \
-             WHERE case_id = $11 AND version = $12",
+                version = version + 1, doc = $10, city = $11, calendar_version = $12 \
+             WHERE case_id = $13 AND version = $14",
         )
         .bind(i64::from(c.state.wire()))
         .bind(&c.unit)
@@ -68,6 +72,8 @@ pub async fn save(tx: &mut Tx, c: &mut Clock) -> Result<bool, StoreError> {
         .bind(c.due.unwrap_or(0))
         .bind(c.update_time)
         .bind(doc)
+        .bind(&c.city)
+        .bind(c.calendar_version)
         .bind(&c.case_id)
         .bind(c.version)
         .execute(tx.conn())
@@ -129,7 +135,7 @@ pub async fn list<'c, E: Executor<'c, Database = Any>>(
         format!(" WHERE {}", clauses.join(" AND "))
     };
     let sql = format!(
-        "SELECT {key} AS sort_key, version, doc FROM clocks{where_sql} \
+        "SELECT {key} AS sort_key, version, calendar_version, doc FROM clocks{where_sql} \
          ORDER BY sort_key, case_id LIMIT {limit_arg}"
     );
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -311,15 +317,20 @@ pub async fn insert_clocks(tx: &mut Tx, clocks: &[Clock]) -> Result<(), StoreErr
     for chunk in clocks.chunks(200) {
         let mut sql = String::from(
             "INSERT INTO clocks (case_id, state, unit, district, street, community, grid, \
-                building, due_time, create_time, update_time, version, doc) VALUES ",
+                building, due_time, create_time, update_time, version, doc, city, \
+                calendar_version) VALUES ",
         );
         for i in 0..chunk.len() {
-            let b = i * 12;
+            let b = i * 14;
             if i > 0 {
                 sql.push_str(", ");
             }
-            let args: Vec<String> = (1..=12).map(|k| format!("${}", b + k)).collect();
-            sql.push_str(&format!("({}, 1, {})", args[..11].join(", "), args[11]));
+            let args: Vec<String> = (1..=14).map(|k| format!("${}", b + k)).collect();
+            sql.push_str(&format!(
+                "({}, 1, {})",
+                args[..11].join(", "),
+                args[11..].join(", ")
+            ));
         }
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for c in chunk {
@@ -336,7 +347,9 @@ pub async fn insert_clocks(tx: &mut Tx, clocks: &[Clock]) -> Result<(), StoreErr
                 .bind(c.due.unwrap_or(0))
                 .bind(c.create_time)
                 .bind(c.update_time)
-                .bind(to_doc(c)?);
+                .bind(to_doc(c)?)
+                .bind(c.city.clone())
+                .bind(c.calendar_version);
         }
         q.execute(tx.conn()).await?;
     }
@@ -350,17 +363,20 @@ fn placeholders(from: usize, n: usize) -> String {
         .join(", ")
 }
 
-/// Marks the unfired ones of `ids` fired at `now` and returns them with what they are: one
-/// statement, so a burst of due timers costs one round trip per few hundred.
+/// Marks the unfired ones of `ids` that are due at `now` fired and returns them with what
+/// they are: one statement, so a burst of due timers costs one round trip per few hundred. A
+/// timer whose row was moved later (its clock re-planned on a calendar edit) is not due yet,
+/// whatever the queue's copy of it said.
 pub async fn fire_timers(tx: &mut Tx, ids: &[i64], now: Micros) -> Result<Vec<Timer>, StoreError> {
     let mut out = Vec::new();
     for chunk in ids.chunks(500) {
         let sql = format!(
-            "UPDATE timers SET fired = 1, fired_time = $1 WHERE fired = 0 AND id IN ({}) \
+            "UPDATE timers SET fired = 1, fired_time = $1 \
+             WHERE fired = 0 AND fire_time <= $2 AND id IN ({}) \
              RETURNING id, case_id, kind, step, fire_time",
-            placeholders(2, chunk.len())
+            placeholders(3, chunk.len())
         );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now);
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(now).bind(now);
         for id in chunk {
             q = q.bind(*id);
         }
@@ -386,7 +402,7 @@ pub async fn get_many(tx: &mut Tx, case_ids: &[String]) -> Result<Vec<Clock>, St
     let mut out = Vec::new();
     for chunk in case_ids.chunks(500) {
         let sql = format!(
-            "SELECT version, doc FROM clocks WHERE case_id IN ({})",
+            "SELECT version, calendar_version, doc FROM clocks WHERE case_id IN ({})",
             placeholders(1, chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -420,4 +436,148 @@ pub async fn change_timers(
         .cloned()
         .collect();
     insert_timers(tx, &new).await
+}
+
+/// Writes many changed clocks (each already stored) in a few multi-row statements, each only
+/// if still at its version; returns how many were written (fewer: some changed underneath,
+/// and the caller's transaction must not commit). Bumps each written `version`.
+pub async fn save_many(tx: &mut Tx, clocks: &mut [Clock]) -> Result<u64, StoreError> {
+    let rows = clocks
+        .iter()
+        .map(|c| Ok((c, to_doc(c)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let written = minqing_kit::db::execute_rows(
+        tx.conn(),
+        14,
+        rows,
+        |(c, doc)| {
+            let p = &c.place;
+            doc.len()
+                + c.case_id.len()
+                + c.unit.len()
+                + p.district.len()
+                + p.street.len()
+                + p.community.len()
+                + p.grid.len()
+                + p.building.len()
+                + c.city.len()
+                + 48
+        },
+        |values| {
+            format!(
+                "WITH v (case_id, version, state, unit, district, street, community, grid, \
+                    building, due_time, update_time, doc, city, calendar_version) AS \
+                 (VALUES {values}) \
+                 UPDATE clocks SET state = v.state, unit = v.unit, district = v.district, \
+                    street = v.street, community = v.community, grid = v.grid, \
+                    building = v.building, due_time = v.due_time, update_time = v.update_time, \
+                    doc = v.doc, city = v.city, calendar_version = v.calendar_version, \
+                    version = clocks.version + 1 \
+                 FROM v WHERE clocks.case_id = v.case_id AND clocks.version = v.version"
+            )
+        },
+        |q, (c, doc)| {
+            let p = &c.place;
+            q.bind(c.case_id.clone())
+                .bind(c.version)
+                .bind(i64::from(c.state.wire()))
+                .bind(c.unit.clone())
+                .bind(p.district.clone())
+                .bind(p.street.clone())
+                .bind(p.community.clone())
+                .bind(p.grid.clone())
+                .bind(p.building.clone())
+                .bind(c.due.unwrap_or(0))
+                .bind(c.update_time)
+                .bind(doc)
+                .bind(c.city.clone())
+                .bind(c.calendar_version)
+        },
+    )
+    .await?;
+    if written == clocks.len() as u64 {
+        for c in clocks.iter_mut() {
+            c.version += 1;
+        }
+    }
+    Ok(written)
+}
+
+/// Deletes these timers unless they fired: a few statements for all.
+pub async fn delete_unfired(tx: &mut Tx, ids: &[i64]) -> Result<(), StoreError> {
+    for chunk in ids.chunks(500) {
+        let sql = format!(
+            "DELETE FROM timers WHERE fired = 0 AND id IN ({})",
+            placeholders(1, chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        q.execute(tx.conn()).await?;
+    }
+    Ok(())
+}
+
+/// Writes clocks the timer worker changed — only what firing changes: state, document and
+/// update time (place, unit, deadline and calendar stay) — each only if still at its version,
+/// in a few multi-row statements; returns how many were written (fewer: some changed
+/// underneath, and the caller's transaction must not commit). Bumps each written `version`.
+/// Leaving the other columns out of the statement spares SQLite the rewriting of the indexes
+/// on them; on SQLite (no network, so no reason to keep statements small) 200 rows go in one
+/// statement.
+pub async fn save_fired(tx: &mut Tx, clocks: &mut [Clock]) -> Result<u64, StoreError> {
+    const COLUMNS: usize = 5;
+    let sql = |values: &str| {
+        format!(
+            "WITH v (case_id, version, state, update_time, doc) AS (VALUES {values}) \
+             UPDATE clocks SET state = v.state, update_time = v.update_time, doc = v.doc, \
+                version = clocks.version + 1 \
+             FROM v WHERE clocks.case_id = v.case_id AND clocks.version = v.version"
+        )
+    };
+    let bind = |q: minqing_kit::db::AnyQuery, (c, doc): (&Clock, String)| {
+        q.bind(c.case_id.clone())
+            .bind(c.version)
+            .bind(i64::from(c.state.wire()))
+            .bind(c.update_time)
+            .bind(doc)
+    };
+    let rows = clocks
+        .iter()
+        .map(|c| Ok((c, to_doc(c)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let written = match tx.backend() {
+        minqing_kit::db::Backend::Sqlite => {
+            let mut written = 0;
+            let mut rows = rows.into_iter().peekable();
+            while rows.peek().is_some() {
+                let chunk: Vec<_> = rows.by_ref().take(200).collect();
+                let text = sql(&minqing_kit::db::values_list(chunk.len(), COLUMNS));
+                let mut q: minqing_kit::db::AnyQuery = sqlx::query(sqlx::AssertSqlSafe(text));
+                for row in chunk {
+                    q = bind(q, row);
+                }
+                written += q.execute(tx.conn()).await?.rows_affected();
+            }
+            written
+        }
+        minqing_kit::db::Backend::Postgres => {
+            minqing_kit::db::execute_rows(
+                tx.conn(),
+                COLUMNS,
+                rows,
+                |(c, doc)| doc.len() + c.case_id.len() + 32,
+                sql,
+                bind,
+            )
+            .await?
+        }
+    };
+    if written == clocks.len() as u64 {
+        for c in clocks.iter_mut() {
+            c.version += 1;
+        }
+    }
+    Ok(written)
 }

@@ -36,6 +36,11 @@ pub(crate) const MIGRATIONS: minqing_kit::db::Migrations = minqing_kit::db::Migr
             include_str!("../../migrations/103_ratings.sqlite.sql"),
         ),
         (
+            104,
+            "supervision clocks re-planned on calendar edits",
+            include_str!("../../migrations/104_replan.sqlite.sql"),
+        ),
+        (
             200,
             "supervision indicators",
             include_str!("../../migrations/200_indicators.sqlite.sql"),
@@ -61,6 +66,11 @@ pub(crate) const MIGRATIONS: minqing_kit::db::Migrations = minqing_kit::db::Migr
             103,
             "supervision ratings, scores, assessments and annotations",
             include_str!("../../migrations/103_ratings.postgres.sql"),
+        ),
+        (
+            104,
+            "supervision clocks re-planned on calendar edits",
+            include_str!("../../migrations/104_replan.postgres.sql"),
         ),
         (
             200,
