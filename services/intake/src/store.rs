@@ -702,10 +702,14 @@ pub struct Lookup<'a> {
 
 /// Lookups one statement carries at most (each is a sub-select of ~400 bytes with its values).
 const LOOKUPS_PER_STATEMENT: usize = 16;
-/// A statement carries 4 or 16 lookups, padded with lookups that find nothing, so only a few
-/// statement texts exist: each is prepared once per connection and then reused from the
-/// statement cache (preparing a 16-part statement costs SQLite more than running it).
-const LOOKUP_STATEMENT_SIZES: [usize; 2] = [4, LOOKUPS_PER_STATEMENT];
+/// On SQLite a statement carries 4 or 16 lookups, padded with lookups that find nothing, so
+/// only a few statement texts exist: each is prepared once per connection and then reused from
+/// the statement cache (preparing a 16-part statement costs SQLite more than running it, and
+/// every statement is a round trip to the connection's worker thread). PostgreSQL plans a
+/// many-part statement at nearly every run, which costs its CPU more than the round trips of
+/// one prepared single lookup each: one lookup a statement there.
+const SQLITE_LOOKUP_STATEMENT_SIZES: &[usize] = &[4, LOOKUPS_PER_STATEMENT];
+const POSTGRES_LOOKUP_STATEMENT_SIZES: &[usize] = &[1];
 const _: () = assert!(LOOKUPS_PER_STATEMENT * 512 <= MAX_STATEMENT_BYTES);
 
 /// Lookups that find nothing (no case has an empty category), to pad a statement.
@@ -742,6 +746,12 @@ pub async fn candidates(
 ) -> Result<Vec<Vec<Candidate>>, StoreError> {
     let mut out: Vec<Vec<Candidate>> = vec![Vec::new(); lookups.len()];
     let states = open_states();
+    let sizes = if conn.backend_name() == "PostgreSQL" {
+        POSTGRES_LOOKUP_STATEMENT_SIZES
+    } else {
+        SQLITE_LOOKUP_STATEMENT_SIZES
+    };
+    let per_statement = sizes.iter().copied().max().unwrap_or(1);
     // Lookups of one kind per statement (so its text depends on its size only), each with
     // its place in `lookups`.
     let (at_building, nearby): (Vec<_>, Vec<_>) = lookups
@@ -749,18 +759,15 @@ pub async fn candidates(
         .enumerate()
         .partition(|(_, l)| matches!(l.probe, Probe::Building { .. }));
     let chunks = at_building
-        .chunks(LOOKUPS_PER_STATEMENT)
+        .chunks(per_statement)
         .map(|c| (c, NO_LOOKUPS[0]))
-        .chain(
-            nearby
-                .chunks(LOOKUPS_PER_STATEMENT)
-                .map(|c| (c, NO_LOOKUPS[1])),
-        );
+        .chain(nearby.chunks(per_statement).map(|c| (c, NO_LOOKUPS[1])));
     for (chunk, pad) in chunks {
-        let size = LOOKUP_STATEMENT_SIZES
-            .into_iter()
+        let size = sizes
+            .iter()
+            .copied()
             .find(|s| *s >= chunk.len())
-            .unwrap_or(LOOKUPS_PER_STATEMENT);
+            .unwrap_or(per_statement);
         let places: Vec<usize> = chunk.iter().map(|(at, _)| *at).collect();
         let chunk: Vec<Lookup<'_>> = chunk
             .iter()
