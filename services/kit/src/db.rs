@@ -313,11 +313,12 @@ pub const MAX_PARAMETERS: usize = 32_766;
 /// gain nothing more and cost PostgreSQL more to plan.
 pub const MAX_ROWS_PER_STATEMENT: usize = 1_000;
 
-/// The most bytes of values one multi-row statement carries (the sizes callers give). sqlx
-/// does not turn Nagle's algorithm off on its PostgreSQL sockets, so a message that spans more
-/// than one write can have its tail held until the server's delayed ACK, 40 ms later.
-/// Measured on loopback: statements of ~11 KB of values never waited, ~20 KB ones did
-/// (BENCHMARKS.md, routing end to end).
+/// The most bytes of values one multi-row statement carries (the sizes callers give). Chosen
+/// when sqlx 0.9.0 left Nagle's algorithm on its PostgreSQL sockets (a message spanning more
+/// than one write had its tail held until the server's delayed ACK, 40 ms later; ~11 KB of
+/// values never waited, ~20 KB did — BENCHMARKS.md, routing end to end). The workspace now
+/// patches sqlx-core to set `TCP_NODELAY` (vendor/sqlx-core); the cap stays as a bound on
+/// how much one statement holds in memory and costs PostgreSQL to plan.
 pub const MAX_STATEMENT_BYTES: usize = 12 * 1024;
 
 /// `($1, $2), ($3, $4), …`: the `VALUES` list of `rows` rows of `columns` placeholders each.
