@@ -411,6 +411,10 @@ async fn figures_rebuild_reports_and_hot_spots(backend: Backend) {
     assert_eq!(problems[0].level, tpb::PlaceLevel::Grid as i32);
     assert_eq!(problems[0].category, STREETLIGHTS);
     assert_eq!(problems[0].case_count, 4);
+    assert_eq!(problems[0].cases.len(), 4, "{problems:?}");
+    let distinct: std::collections::HashSet<_> = problems[0].cases.iter().collect();
+    assert_eq!(distinct.len(), 4, "each case once: {problems:?}");
+    assert!(problems[0].cases.iter().all(|c| c.starts_with("cases/")));
     let raised: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE kind = $1")
         .bind("minqing.supervision.v1.SystemicProblemRaised")
         .fetch_one(suite.db("supervision").pool())

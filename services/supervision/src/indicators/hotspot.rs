@@ -5,7 +5,6 @@
 use sqlx::Row;
 
 use super::{IndicatorsConfig, facts::Facts};
-use crate::store::{from_doc, to_doc};
 use minqing_kit::{
     db::Tx,
     error::StoreError,
@@ -129,10 +128,11 @@ pub async fn check(
     Ok(())
 }
 
-/// Adds the case to the open hot spot of `place` and its category, if there is one.
+/// Adds the case to the open hot spot of `place` and its category, if there is one: a row of
+/// its own, whatever the hot spot's size.
 async fn join_open(tx: &mut Tx, place: &str, f: &Facts, window: i64) -> Result<bool, StoreError> {
     let row = sqlx::query(
-        "SELECT id, cases, last_time FROM ind_hotspots WHERE place = $1 AND category = $2 \
+        "SELECT id, case_count, last_time FROM ind_hotspots WHERE place = $1 AND category = $2 \
          AND last_time >= $3 ORDER BY last_time DESC LIMIT 1",
     )
     .bind(place)
@@ -144,29 +144,32 @@ async fn join_open(tx: &mut Tx, place: &str, f: &Facts, window: i64) -> Result<b
         return Ok(false);
     };
     let id: String = row.try_get(0)?;
-    let mut cases: Vec<String> = from_doc(&row.try_get::<String, _>(1)?)?;
+    let count: i64 = row.try_get(1)?;
     let last: i64 = row.try_get(2)?;
-    let name = format!("cases/{}", f.case_id);
-    if !cases.contains(&name) {
-        cases.push(name);
-    }
-    sqlx::query(
-        "UPDATE ind_hotspots SET cases = $2, case_count = $3, last_time = $4 WHERE id = $1",
+    let added = sqlx::query(
+        "INSERT INTO ind_hotspot_cases (hotspot_id, case_id, ordinal) VALUES ($1, $2, $3) \
+         ON CONFLICT (hotspot_id, case_id) DO NOTHING",
     )
     .bind(&id)
-    .bind(to_doc(&cases)?)
-    .bind(cases.len() as i64)
-    .bind(last.max(f.receive_time))
+    .bind(format!("cases/{}", f.case_id))
+    .bind(count)
     .execute(tx.conn())
-    .await?;
+    .await?
+    .rows_affected();
+    sqlx::query("UPDATE ind_hotspots SET case_count = $2, last_time = $3 WHERE id = $1")
+        .bind(&id)
+        .bind(count + added as i64)
+        .bind(last.max(f.receive_time))
+        .execute(tx.conn())
+        .await?;
     Ok(true)
 }
 
 async fn insert(tx: &mut Tx, p: &Problem) -> Result<(), StoreError> {
     sqlx::query(
         "INSERT INTO ind_hotspots (id, district, place, level, category, case_count, \
-         window_hours, first_time, last_time, raise_time, cases) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+         window_hours, first_time, last_time, raise_time) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
     )
     .bind(&p.id)
     .bind(&p.district)
@@ -178,8 +181,18 @@ async fn insert(tx: &mut Tx, p: &Problem) -> Result<(), StoreError> {
     .bind(p.first_time)
     .bind(p.last_time)
     .bind(p.raise_time)
-    .bind(to_doc(&p.cases)?)
     .execute(tx.conn())
+    .await?;
+    minqing_kit::db::execute_rows(
+        tx.conn(),
+        3,
+        p.cases.iter().enumerate(),
+        |(_, case)| p.id.len() + case.len() + 16,
+        |values| {
+            format!("INSERT INTO ind_hotspot_cases (hotspot_id, case_id, ordinal) VALUES {values}")
+        },
+        |q, (i, case)| q.bind(p.id.clone()).bind(case.clone()).bind(i as i64),
+    )
     .await?;
     Ok(())
 }
@@ -194,7 +207,7 @@ pub async fn list(
     let (t, id) = after.unwrap_or((i64::MAX, String::new()));
     let rows = sqlx::query(
         "SELECT id, district, place, level, category, window_hours, first_time, last_time, \
-         raise_time, cases FROM ind_hotspots WHERE district = $1 \
+         raise_time FROM ind_hotspots WHERE district = $1 \
          AND (raise_time < $2 OR (raise_time = $2 AND id < $3)) \
          ORDER BY raise_time DESC, id DESC LIMIT $4",
     )
@@ -208,7 +221,8 @@ pub async fn list(
     .bind(limit)
     .fetch_all(db.pool())
     .await?;
-    rows.iter()
+    let mut problems = rows
+        .iter()
         .map(|row| {
             Ok(Problem {
                 id: row.try_get(0)?,
@@ -221,8 +235,33 @@ pub async fn list(
                 first_time: row.try_get(6)?,
                 last_time: row.try_get(7)?,
                 raise_time: row.try_get(8)?,
-                cases: from_doc(&row.try_get::<String, _>(9)?)?,
+                cases: Vec::new(),
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    // Their cases, one statement for the page.
+    if !problems.is_empty() {
+        let list = (1..=problems.len())
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT hotspot_id, case_id FROM ind_hotspot_cases WHERE hotspot_id IN ({list}) \
+             ORDER BY hotspot_id, ordinal"
+        )));
+        for p in &problems {
+            query = query.bind(p.id.clone());
+        }
+        let mut cases: std::collections::HashMap<String, Vec<String>> = Default::default();
+        for row in query.fetch_all(db.pool()).await? {
+            cases
+                .entry(row.try_get(0)?)
+                .or_default()
+                .push(row.try_get(1)?);
+        }
+        for p in &mut problems {
+            p.cases = cases.remove(&p.id).unwrap_or_default();
+        }
+    }
+    Ok(problems)
 }

@@ -45,6 +45,11 @@ pub(crate) const MIGRATIONS: minqing_kit::db::Migrations = minqing_kit::db::Migr
             "supervision indicators",
             include_str!("../../migrations/200_indicators.sqlite.sql"),
         ),
+        (
+            201,
+            "supervision hot spots' cases as rows",
+            include_str!("../../migrations/201_hotspot_cases.sqlite.sql"),
+        ),
     ],
     postgres: &[
         (
@@ -76,6 +81,11 @@ pub(crate) const MIGRATIONS: minqing_kit::db::Migrations = minqing_kit::db::Migr
             200,
             "supervision indicators",
             include_str!("../../migrations/200_indicators.postgres.sql"),
+        ),
+        (
+            201,
+            "supervision hot spots' cases as rows",
+            include_str!("../../migrations/201_hotspot_cases.postgres.sql"),
         ),
     ],
 };
