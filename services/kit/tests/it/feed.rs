@@ -390,7 +390,7 @@ async fn a_consumer_holds_the_cursor_past_events_it_does_not_want(backend: Backe
     let stop = CancellationToken::new();
     let first = consumer("first", stop.clone());
     let end = last_cursor().await;
-    eventually(Duration::from_secs(20), "the held cursor stored", || {
+    eventually(Duration::from_secs(60), "the held cursor stored", || {
         let db = db.clone();
         async move { stored_past(&db, "picky", end).await }
     })
@@ -403,13 +403,13 @@ async fn a_consumer_holds_the_cursor_past_events_it_does_not_want(backend: Backe
     for i in 30..40 {
         append(format!("skip/{i}"), false).await;
     }
-    eventually(Duration::from_secs(20), "the wanted event applied", || {
+    eventually(Duration::from_secs(60), "the wanted event applied", || {
         let db = db.clone();
         async move { counts(&db).await == (1, 1) }
     })
     .await;
     let end = last_cursor().await;
-    eventually(Duration::from_secs(20), "the cursor past the rest", || {
+    eventually(Duration::from_secs(60), "the cursor past the rest", || {
         let db = db.clone();
         async move { stored_past(&db, "picky", end).await }
     })
