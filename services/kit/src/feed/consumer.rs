@@ -247,15 +247,23 @@ impl<A: Apply> Consumer<A> {
         // here and written with the next batch that has events, the next lease renewal, or
         // at shutdown. Replaying from an older cursor after a crash skips the same events again.
         let mut held: Option<String> = None;
-        let result = loop {
+        let result: Result<(), End> = loop {
             tokio::select! {
                 msg = stream.next() => match msg {
                     Some(batch) => {
-                        let (batch, ended) = self.gather(batch?, &mut stream).await?;
+                        let gathered = match batch {
+                            Ok(first) => self.gather(first, &mut stream).await,
+                            Err(status) => Err(End::from(status)),
+                        };
+                        let (batch, ended) = match gathered {
+                            Ok(gathered) => gathered,
+                            Err(err) => break Err(err),
+                        };
                         if batch.events.is_empty() {
                             held = Some(batch.cursor);
+                        } else if let Err(err) = self.apply_batch(batch).await {
+                            break Err(err);
                         } else {
-                            self.apply_batch(batch).await?;
                             held = None;
                         }
                         if ended {
@@ -265,13 +273,23 @@ impl<A: Apply> Consumer<A> {
                     None => break Err(End::StreamEnded),
                 },
                 _ = renew.tick() => {
-                    self.renew(held.take()).await?;
+                    if let Err(err) = self.renew(held.clone()).await {
+                        break Err(err);
+                    }
+                    held = None;
                 }
                 () = shutdown.cancelled() => break Ok(()),
             }
         };
-        if held.is_some() {
-            self.renew(held).await?;
+        // However the session ended, a held cursor is kept if the lease still allows it, so a
+        // consumer whose sessions keep ending never re-reads the same skipped events forever.
+        if held.is_some()
+            && let Err(err) = self.renew(held).await
+        {
+            if result.is_ok() {
+                return Err(err);
+            }
+            tracing::debug!(consumer = %self.opts.name, error = %err, "could not keep the held cursor");
         }
         result
     }
