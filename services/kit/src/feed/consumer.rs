@@ -241,70 +241,28 @@ impl<A: Apply> Consumer<A> {
             };
         let mut renew = tokio::time::interval(self.opts.lease_ttl / 3);
         renew.tick().await;
-        // A batch with no event this consumer wants only moves the cursor. Committing that
-        // alone would cost a durable commit per feed change — and a consumer of its own
-        // service's feed would wake itself with every commit it makes — so the cursor is held
-        // here and written with the next batch that has events, the next lease renewal, or
-        // at shutdown. Replaying from an older cursor after a crash skips the same events again.
-        let mut held: Option<String> = None;
-        let result: Result<(), End> = loop {
+        loop {
             tokio::select! {
                 msg = stream.next() => match msg {
                     Some(batch) => {
-                        let gathered = match batch {
-                            Ok(first) => self.gather(first, &mut stream).await,
-                            Err(status) => Err(End::from(status)),
-                        };
-                        let (batch, ended) = match gathered {
-                            Ok(gathered) => gathered,
-                            Err(err) => break Err(err),
-                        };
-                        if batch.events.is_empty() {
-                            held = Some(batch.cursor);
-                        } else if let Err(err) = self.apply_batch(batch).await {
-                            break Err(err);
-                        } else {
-                            held = None;
-                        }
+                        let (batch, ended) = self.gather(batch?, &mut stream).await?;
+                        self.apply_batch(batch).await?;
                         if ended {
-                            break Err(End::StreamEnded);
+                            return Err(End::StreamEnded);
                         }
                     }
-                    None => break Err(End::StreamEnded),
+                    None => return Err(End::StreamEnded),
                 },
                 _ = renew.tick() => {
-                    if let Err(err) = self.renew(held.clone()).await {
-                        break Err(err);
+                    let mut tx = self.db.begin().await?;
+                    if !self.fence(&mut tx).await? {
+                        return Err(End::LostLease);
                     }
-                    held = None;
+                    tx.commit().await?;
                 }
-                () = shutdown.cancelled() => break Ok(()),
+                () = shutdown.cancelled() => return Ok(()),
             }
-        };
-        // However the session ended, a held cursor is kept if the lease still allows it, so a
-        // consumer whose sessions keep ending never re-reads the same skipped events forever.
-        if held.is_some()
-            && let Err(err) = self.renew(held).await
-        {
-            if result.is_ok() {
-                return Err(err);
-            }
-            tracing::debug!(consumer = %self.opts.name, error = %err, "could not keep the held cursor");
         }
-        result
-    }
-
-    /// Extends the lease, writing `cursor` (a held one) with it.
-    async fn renew(&self, cursor: Option<String>) -> Result<(), End> {
-        let mut tx = self.db.begin().await?;
-        if !self.fence(&mut tx).await? {
-            return Err(End::LostLease);
-        }
-        if let Some(cursor) = cursor {
-            self.store_cursor(&mut tx, &cursor).await?;
-        }
-        tx.commit().await?;
-        Ok(())
     }
 
     /// Adds to `first` whatever else arrives within the linger, up to four full batches.
@@ -335,21 +293,26 @@ impl<A: Apply> Consumer<A> {
 
     async fn apply_batch(&self, batch: pb::SubscribeResponse) -> Result<(), End> {
         let started = std::time::Instant::now();
-        let prepared = self
-            .apply
-            .prepare(&batch.events)
-            .await
-            .map_err(End::Apply)?;
+        let prepared = if batch.events.is_empty() {
+            Prepared::default()
+        } else {
+            self.apply
+                .prepare(&batch.events)
+                .await
+                .map_err(End::Apply)?
+        };
         let read = started.elapsed();
         let mut tx = self.db.begin().await?;
         let began = started.elapsed() - read;
         if !self.fence(&mut tx).await? {
             return Err(End::LostLease);
         }
-        self.apply
-            .apply_prepared(&mut tx, &batch.events, prepared)
-            .await
-            .map_err(End::Apply)?;
+        if !batch.events.is_empty() {
+            self.apply
+                .apply_prepared(&mut tx, &batch.events, prepared)
+                .await
+                .map_err(End::Apply)?;
+        }
         self.store_cursor(&mut tx, &batch.cursor).await?;
         let applied = started.elapsed();
         tx.commit().await?;
