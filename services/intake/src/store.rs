@@ -397,10 +397,9 @@ pub async fn get_cases(
     };
     let mut out = std::collections::HashMap::new();
     for chunk in ids.chunks(500) {
-        let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM cases WHERE id IN ({}) ORDER BY id{lock}",
-            list.join(", ")
+            minqing_kit::db::placeholders(chunk.len())
         )));
         for id in chunk {
             query = query.bind(id.clone());
@@ -913,33 +912,9 @@ pub async fn get_cluster_with_times(
     conn: &mut AnyConnection,
     id: &str,
 ) -> Result<Option<(Cluster, Vec<(Micros, String)>)>, StoreError> {
-    let Some(row) =
-        sqlx::query("SELECT id, category, reason, create_time FROM clusters WHERE id = $1")
-            .bind(id)
-            .fetch_optional(&mut *conn)
-            .await?
-    else {
-        return Ok(None);
-    };
-    let members = sqlx::query(
-        "SELECT create_time, id FROM cases WHERE cluster_id = $1 ORDER BY create_time, id",
-    )
-    .bind(id)
-    .fetch_all(&mut *conn)
-    .await?
-    .iter()
-    .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-    .collect::<Result<Vec<_>, sqlx::Error>>()?;
-    Ok(Some((
-        Cluster {
-            id: row.try_get(0)?,
-            category: row.try_get(1)?,
-            reason: row.try_get(2)?,
-            create_time: row.try_get(3)?,
-            cases: Vec::new(),
-        },
-        members,
-    )))
+    Ok(get_clusters_with_times(conn, &[id.to_string()])
+        .await?
+        .remove(id))
 }
 
 /// [`get_cluster_with_times`] for many clusters, two statements for all of them; clusters
@@ -950,10 +925,7 @@ pub async fn get_clusters_with_times(
 ) -> Result<std::collections::HashMap<String, (Cluster, Vec<(Micros, String)>)>, StoreError> {
     let mut out = std::collections::HashMap::new();
     for chunk in ids.chunks(200) {
-        let list = (1..=chunk.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = minqing_kit::db::placeholders(chunk.len());
         let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT id, category, reason, create_time FROM clusters WHERE id IN ({list})"
         )));

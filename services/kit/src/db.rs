@@ -321,6 +321,11 @@ pub const MAX_ROWS_PER_STATEMENT: usize = 1_000;
 /// how much one statement holds in memory and costs PostgreSQL to plan.
 pub const MAX_STATEMENT_BYTES: usize = 12 * 1024;
 
+/// `$1, $2, …, $n`: the placeholders of an `IN (…)` list of `n` values.
+pub fn placeholders(n: usize) -> String {
+    values_list(n, 1).replace(['(', ')'], "")
+}
+
 /// `($1, $2), ($3, $4), …`: the `VALUES` list of `rows` rows of `columns` placeholders each.
 pub fn values_list(rows: usize, columns: usize) -> String {
     let mut out = String::with_capacity(rows * columns * 5);

@@ -204,10 +204,9 @@ pub async fn routed_among(
 ) -> Result<std::collections::HashSet<String>, StoreError> {
     let mut out = std::collections::HashSet::new();
     for chunk in case_ids.chunks(500) {
-        let list: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
         let sql = format!(
             "SELECT case_id FROM routes WHERE case_id IN ({})",
-            list.join(", ")
+            minqing_kit::db::placeholders(chunk.len())
         );
         let mut q = sqlx::query_scalar::<_, String>(sqlx::AssertSqlSafe(sql));
         for id in chunk {

@@ -118,4 +118,11 @@ fn values_lists_number_placeholders_row_by_row() {
     assert_eq!(db::values_list(0, 4), "");
 }
 
+#[test]
+fn in_lists_number_their_placeholders() {
+    assert_eq!(db::placeholders(3), "$1, $2, $3");
+    assert_eq!(db::placeholders(1), "$1");
+    assert_eq!(db::placeholders(0), "");
+}
+
 backend_tests!(many_rows_insert_and_update_in_chunks);

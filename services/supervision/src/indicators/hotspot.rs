@@ -241,10 +241,7 @@ pub async fn list(
         .collect::<Result<Vec<_>, StoreError>>()?;
     // Their cases, one statement for the page.
     if !problems.is_empty() {
-        let list = (1..=problems.len())
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
+        let list = minqing_kit::db::placeholders(problems.len());
         let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT hotspot_id, case_id FROM ind_hotspot_cases WHERE hotspot_id IN ({list}) \
              ORDER BY hotspot_id, ordinal"
