@@ -13,7 +13,7 @@ use crate::{
     config::ClusterConfig,
     domain::{Case, Cluster, LatLng, Submission},
     grpc::convert,
-    store::{self, Candidate},
+    store::{self, Candidate, Membership},
 };
 use minqing_kit::{
     db::{Db, Tx},
@@ -183,10 +183,18 @@ impl Apply for Clusterer {
     async fn prepare(&self, events: &[events_pb::Event]) -> anyhow::Result<Prepared> {
         let reports = reports_of(events)?;
         if reports.is_empty() {
-            return Ok(Prepared::default());
+            return Ok(Prepared::nothing_to_apply());
         }
         let mut conn = self.db.pool().acquire().await.map_err(StoreError::from)?;
         let candidates = self.candidates(&mut conn, &reports).await?;
+        // No report resembles anything: the batch changes nothing (the usual case).
+        if reports
+            .iter()
+            .zip(&candidates)
+            .all(|((report, _), c)| self.best(report, c).is_none())
+        {
+            return Ok(Prepared::nothing_to_apply());
+        }
         Ok(Prepared::new::<Looked>((reports, candidates)))
     }
 
@@ -212,8 +220,9 @@ type HeldCluster = (Cluster, Vec<(Micros, String)>);
 /// cases and clusters it read (with its changes applied), and what to write.
 #[derive(Default)]
 struct Pending {
-    /// Cases read, by id (`None`: no such case), as changed so far.
-    cases: HashMap<String, Option<Case>>,
+    /// Cases read (what clustering reads of them), by id (`None`: no such case), as changed
+    /// so far.
+    cases: HashMap<String, Option<Membership>>,
     /// Changed cases, in the order first changed, with the version read.
     changed: Vec<(String, i64)>,
     /// Their ids.
@@ -228,9 +237,11 @@ struct Pending {
 }
 
 impl Pending {
-    async fn case(&mut self, tx: &mut Tx, id: &str) -> Result<Option<&mut Case>, StoreError> {
+    async fn case(&mut self, tx: &mut Tx, id: &str) -> Result<Option<&mut Membership>, StoreError> {
         if !self.cases.contains_key(id) {
-            let case = store::get_case(tx.conn(), id).await?;
+            let case = store::get_memberships(tx, &[id.to_string()], true)
+                .await?
+                .remove(id);
             self.cases.insert(id.to_string(), case);
         }
         Ok(self.cases.get_mut(id).and_then(Option::as_mut))
@@ -303,7 +314,7 @@ impl Pending {
     /// changed meanwhile fails the batch, which is applied again), the events.
     async fn write(self, tx: &mut Tx) -> Result<(), StoreError> {
         store::create_clusters(tx, &self.formed).await?;
-        let writes: Vec<(&Case, i64)> = self
+        let writes: Vec<(&Membership, i64)> = self
             .changed
             .iter()
             .filter_map(|(id, version)| {
@@ -313,7 +324,7 @@ impl Pending {
                     .map(|c| (c, *version))
             })
             .collect();
-        let written = store::update_cases(tx, &writes).await?;
+        let written = store::set_memberships(tx, &writes).await?;
         if written != writes.len() as u64 {
             return Err(StoreError::Unavailable(sqlx::Error::Protocol(format!(
                 "{} of {} cases changed while being clustered",
@@ -476,13 +487,22 @@ impl Clusterer {
             .zip(&per_report)
             .map(|((report, _), candidates)| self.best(report, candidates))
             .collect();
-        // The reports and their best matches read and (PostgreSQL) locked at once, in id
-        // order, so intake's consumer of routing's feed, which changes the same cases, waits
-        // for this batch instead of failing it; then the clusters they are in, together.
-        let mut ids: Vec<String> = reports.iter().map(|(r, _)| r.id.clone()).collect();
-        ids.extend(best.iter().flatten().map(|(_, c)| c.id.clone()));
+        // The reports that have a match and their best matches (nothing else can change) read
+        // and (PostgreSQL) locked at once, in id order, so intake's consumer of routing's
+        // feed, which changes the same cases, waits for this batch instead of failing it; then
+        // the clusters they are in, together. A batch without a match reads nothing here.
+        let mut ids = Vec::new();
+        for ((report, _), best) in reports.iter().zip(&best) {
+            if let Some((_, other)) = best {
+                ids.push(report.id.clone());
+                ids.push(other.id.clone());
+            }
+        }
+        if ids.is_empty() {
+            return Ok(());
+        }
         let mut pending = Pending::default();
-        let mut cases = store::get_cases(tx, &ids, true).await?;
+        let mut cases = store::get_memberships(tx, &ids, true).await?;
         for id in ids {
             let case = cases.remove(&id);
             pending.cases.entry(id).or_insert(case);

@@ -273,16 +273,8 @@ pub async fn submit_cases(db: &Db, batch: &[NewCase]) -> Result<Vec<Inserted>, S
     let mut tx = db.begin().await?;
     let mut inserted: HashSet<String> = HashSet::with_capacity(batch.len());
     for chunk in statement_chunks(batch) {
-        let values = (0..chunk.len())
-            .map(|i| {
-                let placeholders = (1..=CASE_INSERT_VALUES)
-                    .map(|k| format!("${}", i * CASE_INSERT_VALUES + k))
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                format!("({placeholders})")
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
+        let values =
+            minqing_kit::db::values_list_for(db.backend(), chunk.len(), CASE_INSERT_VALUES);
         let sql = format!(
             "INSERT INTO cases ({CASE_INSERT_COLUMNS}) VALUES {values} \
              ON CONFLICT (recorded_by, request_id) DO NOTHING RETURNING id"
@@ -410,6 +402,115 @@ pub async fn get_cases(
         }
     }
     Ok(out)
+}
+
+/// What duplicate clustering reads and changes of a case: not its submission (which it has
+/// from the event) nor its handling, so a batch reads and writes narrow rows.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Membership {
+    /// Id.
+    pub id: String,
+    /// State.
+    pub state: CaseState,
+    /// Cluster id.
+    pub cluster: Option<String>,
+    /// Accepted.
+    pub create_time: Micros,
+    /// Last changed.
+    pub update_time: Micros,
+    /// Incremented by every change.
+    pub version: i64,
+}
+
+/// Ids a statement looks up at most; lists are padded up to the next of these sizes (repeating
+/// an id), so each connection prepares a handful of statements once instead of one per length.
+const LOOKUP_SIZES: [usize; 5] = [1, 4, 16, 64, 256];
+
+/// `ids` in statements of [`LOOKUP_SIZES`], each padded with its first id.
+fn padded_chunks(ids: &[String]) -> impl Iterator<Item = Vec<&String>> {
+    let max = LOOKUP_SIZES[LOOKUP_SIZES.len() - 1];
+    ids.chunks(max).map(move |chunk| {
+        let size = LOOKUP_SIZES
+            .iter()
+            .copied()
+            .find(|s| *s >= chunk.len())
+            .unwrap_or(max);
+        let mut out: Vec<&String> = chunk.iter().collect();
+        out.resize(size, &chunk[0]);
+        out
+    })
+}
+
+/// The memberships of the cases among `ids` that exist, by id; with `lock` (PostgreSQL) the
+/// rows are locked until `tx` ends, in id order, as [`get_cases`] locks them.
+pub async fn get_memberships(
+    tx: &mut Tx,
+    ids: &[String],
+    lock: bool,
+) -> Result<std::collections::HashMap<String, Membership>, StoreError> {
+    let mut ids = ids.to_vec();
+    ids.sort();
+    ids.dedup();
+    let lock = if lock && tx.backend() == Backend::Postgres {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    let mut out = std::collections::HashMap::new();
+    for chunk in padded_chunks(&ids) {
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT id, state, cluster_id, create_time, update_time, version FROM cases \
+             WHERE id IN ({}) ORDER BY id{lock}",
+            minqing_kit::db::placeholders(chunk.len())
+        )));
+        for id in chunk {
+            query = query.bind(id.clone());
+        }
+        for row in query.fetch_all(tx.conn()).await? {
+            let state: i64 = row.try_get(1)?;
+            let m = Membership {
+                id: row.try_get(0)?,
+                state: CaseState::from_wire(state as i32)
+                    .ok_or_else(|| decode_error("case state", state))?,
+                cluster: row.try_get(2)?,
+                create_time: row.try_get(3)?,
+                update_time: row.try_get(4)?,
+                version: row.try_get(5)?,
+            };
+            out.insert(m.id.clone(), m);
+        }
+    }
+    Ok(out)
+}
+
+/// Writes each `(membership, expected_version)`'s cluster, update time and version if the case
+/// is still at that version, with multi-row statements. Returns how many were written; fewer
+/// than given means some changed meanwhile (the caller retries).
+pub async fn set_memberships(tx: &mut Tx, cases: &[(&Membership, i64)]) -> Result<u64, StoreError> {
+    let mut cases = cases.to_vec();
+    cases.sort_by(|a, b| a.0.id.cmp(&b.0.id));
+    minqing_kit::db::execute_rows(
+        tx.conn(),
+        5,
+        cases,
+        |(m, _)| 120 + m.id.len() + m.cluster.as_ref().map_or(0, String::len),
+        |values| {
+            format!(
+                "WITH v (id, cluster_id, update_time, version, expected) AS (VALUES {values}) \
+                 UPDATE cases SET cluster_id = v.cluster_id, update_time = v.update_time, \
+                    version = v.version \
+                 FROM v WHERE cases.id = v.id AND cases.version = v.expected"
+            )
+        },
+        |q, (m, expected)| {
+            q.bind(m.id.clone())
+                .bind(m.cluster.clone())
+                .bind(m.update_time)
+                .bind(m.version)
+                .bind(expected)
+        },
+    )
+    .await
 }
 
 /// [`update_case`] for many cases with multi-row statements: each `(case, expected_version)`
@@ -699,6 +800,16 @@ pub struct Lookup<'a> {
     pub before: (Micros, &'a str),
 }
 
+impl Lookup<'_> {
+    /// The most candidates it finds.
+    fn limit(&self) -> i64 {
+        match self.probe {
+            Probe::Building { limit, .. } => limit,
+            Probe::Nearby { .. } => CANDIDATES,
+        }
+    }
+}
+
 /// Lookups one statement carries at most (each is a sub-select of ~400 bytes with its values).
 const LOOKUPS_PER_STATEMENT: usize = 16;
 /// On SQLite a statement carries 4 or 16 lookups, padded with lookups that find nothing, so
@@ -768,6 +879,19 @@ pub async fn candidates(
             .find(|s| *s >= chunk.len())
             .unwrap_or(per_statement);
         let places: Vec<usize> = chunk.iter().map(|(at, _)| *at).collect();
+        let limits: Vec<i64> = chunk.iter().map(|(_, l)| l.limit()).collect();
+        // The statement's one LIMIT, written as a number: SQLite plans a statement whose
+        // LIMIT is a bound value again at every run (it plans with the value). A few sizes
+        // only, so only a few statement texts exist; each lookup's own limit is applied to
+        // its rows below.
+        let cap = limits
+            .iter()
+            .copied()
+            .max()
+            .unwrap_or(CANDIDATES)
+            .max(16)
+            .unsigned_abs()
+            .next_power_of_two();
         let chunk: Vec<Lookup<'_>> = chunk
             .iter()
             .map(|(_, l)| **l)
@@ -794,25 +918,22 @@ pub async fn candidates(
                     next()
                 ),
             };
-            let (category, since, before, before_id, limit) =
-                (next(), next(), next(), next(), next());
+            let (category, since, before, before_id) = (next(), next(), next(), next());
             parts.push(format!(
                 "SELECT * FROM ({CANDIDATE_SELECT_TAGGED} CAST({k} AS BIGINT) AS k FROM cases \
                  WHERE category = {category} AND {place} AND create_time >= {since} \
                  AND (create_time < {before} OR (create_time = {before} AND id < {before_id})) \
-                 AND state IN ({states}) ORDER BY create_time DESC, id DESC LIMIT {limit}) AS t{k}"
+                 AND state IN ({states}) ORDER BY create_time DESC, id DESC LIMIT {cap}) AS t{k}"
             ));
         }
         let mut query = sqlx::query(sqlx::AssertSqlSafe(parts.join(" UNION ALL ")));
         for l in &chunk {
-            let (category, limit) = match l.probe {
+            let category = match l.probe {
                 Probe::Building {
-                    category,
-                    building,
-                    limit,
+                    category, building, ..
                 } => {
                     query = query.bind(building.to_string());
-                    (category, limit)
+                    category
                 }
                 Probe::Nearby {
                     category,
@@ -826,15 +947,14 @@ pub async fn candidates(
                         .bind(e6(at.latitude + dlat))
                         .bind(e6(at.longitude - dlng))
                         .bind(e6(at.longitude + dlng));
-                    (category, CANDIDATES)
+                    category
                 }
             };
             query = query
                 .bind(category.to_string())
                 .bind(l.since)
                 .bind(l.before.0)
-                .bind(l.before.1.to_string())
-                .bind(limit);
+                .bind(l.before.1.to_string());
         }
         for row in query.fetch_all(&mut *conn).await? {
             let k: i64 = row.try_get(7)?;
@@ -843,10 +963,13 @@ pub async fn candidates(
                 list.push(candidate_from_row(&row)?);
             }
         }
-    }
-    // Newest first within each lookup (a UNION ALL keeps no order across its parts).
-    for list in &mut out {
-        list.sort_by(|a, b| (b.create_time, &b.id).cmp(&(a.create_time, &a.id)));
+        // Newest first within each lookup (a UNION ALL keeps no order across its parts), and
+        // at most the lookup's own limit.
+        for (at, limit) in places.iter().zip(limits) {
+            let list = &mut out[*at];
+            list.sort_by(|a, b| (b.create_time, &b.id).cmp(&(a.create_time, &a.id)));
+            list.truncate(usize::try_from(limit).unwrap_or(0));
+        }
     }
     Ok(out)
 }

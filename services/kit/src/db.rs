@@ -100,6 +100,8 @@ struct Inner {
     read: AnyPool,
     write: AnyPool,
     postgres_url: Option<String>,
+    /// SQLite's configured durability.
+    sqlite_synchronous: SqliteSync,
     /// Bumped after every local commit that appended events: the PostgreSQL announcer
     /// tells other replicas of these.
     local_commits: watch::Sender<u64>,
@@ -138,6 +140,7 @@ impl Db {
                 read,
                 write,
                 postgres_url: opts.postgres_url.clone(),
+                sqlite_synchronous: opts.sqlite_synchronous,
                 local_commits,
                 wakes,
             }),
@@ -171,6 +174,25 @@ impl Db {
             tx,
             events: 0,
             db: self.clone(),
+        })
+    }
+
+    /// The writer connection, set (on SQLite) so that its commits do not wait to be durable,
+    /// until [`RelaxedWriter::restore`]. For bookkeeping whose loss in a crash is harmless (a
+    /// consumer's cursor over events that changed nothing: read again, they change nothing
+    /// again). A later durable commit makes it durable too, as the WAL is written in order.
+    pub(crate) async fn relaxed_writer(&self) -> Result<RelaxedWriter, StoreError> {
+        let mut conn = self.inner.write.acquire().await?;
+        let restore = match (self.inner.backend, self.inner.sqlite_synchronous) {
+            (Backend::Sqlite, SqliteSync::Full) => {
+                conn.execute("PRAGMA synchronous = NORMAL").await?;
+                Some("PRAGMA synchronous = FULL")
+            }
+            _ => None,
+        };
+        Ok(RelaxedWriter {
+            conn: Some(conn),
+            restore,
         })
     }
 
@@ -303,6 +325,43 @@ impl Tx {
     }
 }
 
+/// The writer connection with commits that need not be durable ([`Db::relaxed_writer`]).
+/// Dropped without [`RelaxedWriter::restore`] (an error, a cancelled task), the connection is
+/// closed rather than returned to the pool, so no later transaction can commit undurably.
+pub(crate) struct RelaxedWriter {
+    conn: Option<sqlx::pool::PoolConnection<sqlx::Any>>,
+    /// The statement that puts the connection's durability back, when it was changed.
+    restore: Option<&'static str>,
+}
+
+impl RelaxedWriter {
+    /// The connection.
+    pub(crate) fn conn(&mut self) -> Result<&mut AnyConnection, StoreError> {
+        self.conn
+            .as_deref_mut()
+            .ok_or(StoreError::Unavailable(sqlx::Error::PoolClosed))
+    }
+
+    /// Puts the connection's durability back and returns it to the pool.
+    pub(crate) async fn restore(mut self) -> Result<(), StoreError> {
+        if let Some(sql) = self.restore {
+            self.conn()?.execute(sql).await?;
+            self.restore = None;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for RelaxedWriter {
+    fn drop(&mut self) {
+        if self.restore.is_some()
+            && let Some(mut conn) = self.conn.take()
+        {
+            conn.close_on_drop();
+        }
+    }
+}
+
 /// A query through the `Any` driver, as [`execute_rows`] builds and binds it.
 pub type AnyQuery = sqlx::query::Query<'static, sqlx::Any, sqlx::any::AnyArguments>;
 
@@ -324,6 +383,20 @@ pub const MAX_STATEMENT_BYTES: usize = 12 * 1024;
 /// `$1, $2, …, $n`: the placeholders of an `IN (…)` list of `n` values.
 pub fn placeholders(n: usize) -> String {
     values_list(n, 1).replace(['(', ')'], "")
+}
+
+/// [`values_list`] for `backend`: on SQLite with anonymous `?` placeholders (bound in order),
+/// since SQLite finds each numbered placeholder's name by walking a list of all of them —
+/// binding the thousands of a multi-row statement cost time that grows with their square.
+/// Only for statements whose every placeholder is in this list, in order.
+pub fn values_list_for(backend: Backend, rows: usize, columns: usize) -> String {
+    match backend {
+        Backend::Postgres => values_list(rows, columns),
+        Backend::Sqlite => {
+            let row = format!("({})", vec!["?"; columns].join(", "));
+            vec![row; rows].join(", ")
+        }
+    }
 }
 
 /// `($1, $2), ($3, $4), …`: the `VALUES` list of `rows` rows of `columns` placeholders each.
@@ -380,7 +453,12 @@ pub async fn execute_rows<T>(
             bytes += n;
             chunk.extend(rows.next());
         }
-        let text = sql(&values_list(chunk.len(), columns));
+        let values = if conn.backend_name() == "SQLite" {
+            values_list_for(Backend::Sqlite, chunk.len(), columns)
+        } else {
+            values_list(chunk.len(), columns)
+        };
+        let text = sql(&values);
         let mut query: AnyQuery = sqlx::query(sqlx::AssertSqlSafe(text));
         for row in chunk {
             query = bind(query, row);
@@ -463,4 +541,47 @@ async fn connect_sqlite(opts: &DbOptions) -> Result<(AnyPool, AnyPool), sqlx::Er
     let write = make(1).connect_with(connect.clone()).await?;
     let read = make(4).connect_with(connect).await?;
     Ok((read, write))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sqlx::Row;
+
+    async fn synchronous(db: &Db) -> i64 {
+        let mut tx = db.begin().await.unwrap();
+        let level: i64 = sqlx::query("PRAGMA synchronous")
+            .fetch_one(tx.conn())
+            .await
+            .unwrap()
+            .get(0);
+        tx.rollback().await.unwrap();
+        level
+    }
+
+    #[tokio::test]
+    async fn a_relaxed_writer_never_leaves_the_writer_relaxed() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&DbOptions::new("relaxed", None, dir.path().to_path_buf()))
+            .await
+            .unwrap();
+        assert_eq!(synchronous(&db).await, 2, "FULL as configured");
+
+        // Restored: the same connection goes back to the pool, durable again.
+        let mut w = db.relaxed_writer().await.unwrap();
+        let level: i64 = sqlx::query("PRAGMA synchronous")
+            .fetch_one(w.conn().unwrap())
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(level, 1, "NORMAL while relaxed");
+        w.restore().await.unwrap();
+        assert_eq!(synchronous(&db).await, 2);
+
+        // Dropped without restoring (an error, a cancelled task): the connection is closed,
+        // and the next writer is a fresh one with the configured durability.
+        let w = db.relaxed_writer().await.unwrap();
+        drop(w);
+        assert_eq!(synchronous(&db).await, 2);
+    }
 }

@@ -9,11 +9,15 @@
 use std::{future::Future, time::Duration};
 
 use futures::{StreamExt, stream::BoxStream};
-use sqlx::Row;
+use sqlx::{AnyConnection, Row};
 use tokio_util::sync::CancellationToken;
 use tonic::{metadata::MetadataValue, service::Interceptor, transport::Channel};
 
-use crate::{db::Db, db::Tx, error::StoreError, time::Clock};
+use crate::{
+    db::{Backend, Db, Tx},
+    error::StoreError,
+    time::Clock,
+};
 use minqing_proto::minqing::events::v1::{self as pb, event_feed_client::EventFeedClient};
 
 /// What a consumer does with events.
@@ -52,26 +56,48 @@ pub trait Apply: Send + Sync + 'static {
 
 /// What [`Apply::prepare`] read, for the same consumer's [`Apply::apply_prepared`].
 #[derive(Default)]
-pub struct Prepared(Option<Box<dyn std::any::Any + Send>>);
+pub struct Prepared {
+    value: Option<Box<dyn std::any::Any + Send>>,
+    nothing: bool,
+}
 
 impl Prepared {
     /// Wraps a consumer's reads.
     pub fn new<T: Send + 'static>(value: T) -> Self {
-        Self(Some(Box::new(value)))
+        Self {
+            value: Some(Box::new(value)),
+            nothing: false,
+        }
+    }
+
+    /// The batch changes nothing (its reads showed so): [`Apply::apply_prepared`] is not
+    /// called, and the consumer only moves its cursor past it, without waiting for that to
+    /// be durable. Lost in a crash, the cursor is older and the batch is read again — and,
+    /// by then perhaps changing something, applied as usual.
+    pub fn nothing_to_apply() -> Self {
+        Self {
+            value: None,
+            nothing: true,
+        }
+    }
+
+    /// Whether [`Prepared::nothing_to_apply`] made it.
+    pub fn is_nothing_to_apply(&self) -> bool {
+        self.nothing
     }
 
     /// The reads, if they are a `T`.
     pub fn take<T: Send + 'static>(self) -> Option<T> {
-        self.0.and_then(|b| b.downcast::<T>().ok()).map(|b| *b)
+        self.value.and_then(|b| b.downcast::<T>().ok()).map(|b| *b)
     }
 }
 
 impl std::fmt::Debug for Prepared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_some() {
-            "Prepared(..)"
-        } else {
-            "Prepared(none)"
+        f.write_str(match (&self.value, self.nothing) {
+            (_, true) => "Prepared(nothing to apply)",
+            (Some(_), false) => "Prepared(..)",
+            (None, false) => "Prepared(none)",
         })
     }
 }
@@ -255,7 +281,7 @@ impl<A: Apply> Consumer<A> {
                 },
                 _ = renew.tick() => {
                     let mut tx = self.db.begin().await?;
-                    if !self.fence(&mut tx).await? {
+                    if !self.fence(tx.conn()).await? {
                         return Err(End::LostLease);
                     }
                     tx.commit().await?;
@@ -302,18 +328,27 @@ impl<A: Apply> Consumer<A> {
                 .map_err(End::Apply)?
         };
         let read = started.elapsed();
+        if batch.events.is_empty() || prepared.is_nothing_to_apply() {
+            self.advance(&batch.cursor).await?;
+            tracing::debug!(
+                consumer = %self.opts.name,
+                events = batch.events.len(),
+                prepare_micros = read.as_micros() as u64,
+                advance_micros = (started.elapsed() - read).as_micros() as u64,
+                "moved past a batch that changes nothing"
+            );
+            return Ok(());
+        }
         let mut tx = self.db.begin().await?;
         let began = started.elapsed() - read;
-        if !self.fence(&mut tx).await? {
+        if !self.fence(tx.conn()).await? {
             return Err(End::LostLease);
         }
-        if !batch.events.is_empty() {
-            self.apply
-                .apply_prepared(&mut tx, &batch.events, prepared)
-                .await
-                .map_err(End::Apply)?;
-        }
-        self.store_cursor(&mut tx, &batch.cursor).await?;
+        self.apply
+            .apply_prepared(&mut tx, &batch.events, prepared)
+            .await
+            .map_err(End::Apply)?;
+        self.store_cursor(tx.conn(), &batch.cursor).await?;
         let applied = started.elapsed();
         tx.commit().await?;
         tracing::debug!(
@@ -331,7 +366,32 @@ impl<A: Apply> Consumer<A> {
         Ok(())
     }
 
-    async fn store_cursor(&self, tx: &mut Tx, cursor: &str) -> Result<(), StoreError> {
+    /// Moves the cursor past a batch that changes nothing, in a transaction that does not
+    /// wait to be durable: on PostgreSQL an asynchronous commit, on SQLite the writer with
+    /// `synchronous = NORMAL` for this one commit. Either way a crash can lose only the
+    /// newest such commits, never a later durable one (both write their logs in order), and
+    /// losing one only means reading its events again.
+    async fn advance(&self, cursor: &str) -> Result<(), End> {
+        let mut writer = self.db.relaxed_writer().await?;
+        let mut tx = sqlx::Connection::begin(writer.conn()?)
+            .await
+            .map_err(StoreError::from)?;
+        if self.db.backend() == Backend::Postgres {
+            sqlx::query("SET LOCAL synchronous_commit = off")
+                .execute(&mut *tx)
+                .await
+                .map_err(StoreError::from)?;
+        }
+        if !self.fence(&mut tx).await? {
+            return Err(End::LostLease);
+        }
+        self.store_cursor(&mut tx, cursor).await?;
+        tx.commit().await.map_err(StoreError::from)?;
+        writer.restore().await?;
+        Ok(())
+    }
+
+    async fn store_cursor(&self, tx: &mut AnyConnection, cursor: &str) -> Result<(), StoreError> {
         sqlx::query(
             "INSERT INTO consumer_cursors (name, cursor, update_time) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET cursor = excluded.cursor, update_time = excluded.update_time",
@@ -339,7 +399,7 @@ impl<A: Apply> Consumer<A> {
         .bind(&self.opts.name)
         .bind(cursor)
         .bind(Clock::System.now_micros())
-        .execute(tx.conn())
+        .execute(&mut *tx)
         .await?;
         Ok(())
     }
@@ -378,7 +438,7 @@ impl<A: Apply> Consumer<A> {
     }
 
     /// Extends the lease inside `tx`; false when this replica no longer holds it.
-    async fn fence(&self, tx: &mut Tx) -> Result<bool, StoreError> {
+    async fn fence(&self, tx: &mut AnyConnection) -> Result<bool, StoreError> {
         let now = Clock::System.now_micros();
         let done = sqlx::query(
             "UPDATE consumer_leases SET expire_time = $3 \
@@ -388,7 +448,7 @@ impl<A: Apply> Consumer<A> {
         .bind(&self.opts.holder)
         .bind(self.lease_expiry())
         .bind(now)
-        .execute(tx.conn())
+        .execute(&mut *tx)
         .await?;
         Ok(done.rows_affected() == 1)
     }

@@ -5,4 +5,5 @@ mod auth;
 mod feed;
 mod harness;
 mod overload;
+mod quiet;
 mod rows;
