@@ -2,6 +2,8 @@
 //! within the window, a systemic problem is raised to the district — once per hot spot: while
 //! one is open (its latest report within the window), further reports join it.
 
+use std::collections::HashMap;
+
 use sqlx::Row;
 
 use super::{IndicatorsConfig, facts::Facts};
@@ -62,10 +64,15 @@ impl Problem {
 
 /// Looks at a newly received case: joins it to an open hot spot of its grid or community, or
 /// raises a new one (with its event) when the window holds enough reports.
+///
+/// `batch` holds the facts of the cases a batch has changed so far and not yet written (the
+/// case itself among them, or not): they count as they are there, not as they are stored, so a
+/// batch finds the same hot spots as one event at a time would.
 pub async fn check(
     tx: &mut Tx,
     cfg: &IndicatorsConfig,
     f: &Facts,
+    batch: &HashMap<String, Facts>,
     now: Micros,
 ) -> Result<(), StoreError> {
     if f.category.is_empty() || f.district.is_empty() {
@@ -94,14 +101,39 @@ pub async fn check(
             .bind(f.receive_time)
             .fetch_all(tx.conn())
             .await?;
-        if rows.len() < cfg.hotspot_threshold as usize {
-            continue;
-        }
-        let mut cases = Vec::with_capacity(rows.len());
-        let mut first = f.receive_time;
+        // The stored rows, but the batch's cases (and this one) as they are now.
+        let mut found: Vec<(i64, String)> = Vec::with_capacity(rows.len());
         for row in &rows {
             let id: String = row.try_get(0)?;
-            first = first.min(row.try_get(1)?);
+            if id != f.case_id && !batch.contains_key(&id) {
+                found.push((row.try_get(1)?, id));
+            }
+        }
+        let others = batch.values().filter(|c| c.case_id != f.case_id);
+        for c in others.chain(std::iter::once(f)) {
+            let at = if level == PlaceLevel::Grid {
+                &c.grid
+            } else {
+                &c.community
+            };
+            if at == place
+                && c.category == f.category
+                && c.receive_time > f.receive_time - window
+                && c.receive_time <= f.receive_time
+                && !c.withdrawn
+            {
+                found.push((c.receive_time, c.case_id.clone()));
+            }
+        }
+        // The database's order: receive time, then id.
+        found.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        if found.len() < cfg.hotspot_threshold as usize {
+            continue;
+        }
+        let mut cases = Vec::with_capacity(found.len());
+        let mut first = f.receive_time;
+        for (time, id) in found {
+            first = first.min(time);
             cases.push(format!("cases/{id}"));
         }
         let problem = Problem {
