@@ -255,7 +255,10 @@ async fn a_batch_equals_one_event_at_a_time(backend: Backend) {
     for e in &events[..3] {
         apply(&batched, std::slice::from_ref(e)).await;
     }
-    apply(&batched, &events[3..]).await;
+    // Then two batches: the second's cases join a hot spot the first raised (read back from
+    // the database), and raise and join others of their own.
+    apply(&batched, &events[3..10]).await;
+    apply(&batched, &events[10..]).await;
     for e in &events {
         apply(&single, std::slice::from_ref(e)).await;
     }

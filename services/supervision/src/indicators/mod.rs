@@ -129,8 +129,9 @@ pub async fn serialize(tx: &mut Tx) -> Result<(), minqing_kit::error::StoreError
 /// events applied in memory in order, each changed case written once (multi-row upserts) and
 /// the rollups changed once. Hot spots are looked for at each newly received case, in event
 /// order, with the cases the batch changed before it as they were at that point (the
-/// unwritten facts are handed to [`hotspot::check`]), so a batch raises the same hot spots as
-/// one event at a time.
+/// unwritten facts are handed to [`hotspot::check`]) and the open hot spots read once for the
+/// batch and kept in memory ([`hotspot::Open`]), so a batch raises and grows the same hot
+/// spots as one event at a time.
 pub async fn apply_events(
     tx: &mut Tx,
     events: &[Event],
@@ -154,6 +155,23 @@ pub async fn apply_events(
     ids.sort();
     ids.dedup();
     let before = facts::load_many(tx, &ids).await?;
+    // The hot spots the cases the batch may receive could join, read at once.
+    let mut open = match hot {
+        Some((cfg, _)) => {
+            let received: Vec<Facts> = cases
+                .iter()
+                .filter_map(|(event, id)| {
+                    let mut f = Facts {
+                        case_id: id.clone(),
+                        ..Facts::default()
+                    };
+                    matches!(facts::apply(&mut f, event), Ok(true)).then_some(f)
+                })
+                .collect();
+            hotspot::Open::load(tx, cfg, &received).await?
+        }
+        None => hotspot::Open::default(),
+    };
     // The cases touched so far, as they are now (none written yet).
     let mut now: HashMap<String, Facts> = HashMap::with_capacity(ids.len());
     for (event, id) in cases {
@@ -177,10 +195,11 @@ pub async fn apply_events(
             }
         };
         if received && let Some((cfg, at)) = hot {
-            hotspot::check(tx, cfg, &f, &now, at).await?;
+            hotspot::check(tx, cfg, &f, &now, &mut open, at).await?;
         }
         now.insert(id, f);
     }
+    open.write(tx).await?;
     // Written in id order: two writers lock the rows in the same order.
     let mut changed: Vec<&Facts> = now
         .values()
