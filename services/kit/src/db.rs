@@ -108,6 +108,8 @@ struct Inner {
     /// Bumped after local commits and when another replica announces one: feed readers wait
     /// on this. Kept apart from `local_commits` so announcements are never echoed back.
     wakes: watch::Sender<u64>,
+    /// The feed's shared tail reader, while one runs.
+    tail: crate::feed::TailSlot,
 }
 
 static INSTALL_DRIVERS: Once = Once::new();
@@ -143,6 +145,7 @@ impl Db {
                 sqlite_synchronous: opts.sqlite_synchronous,
                 local_commits,
                 wakes,
+                tail: Default::default(),
             }),
         })
     }
@@ -200,6 +203,11 @@ impl Db {
     /// PostgreSQL) in another replica.
     pub fn commits(&self) -> watch::Receiver<u64> {
         self.inner.wakes.subscribe()
+    }
+
+    /// Where the feed's shared tail reader is kept.
+    pub(crate) fn tail_slot(&self) -> &crate::feed::TailSlot {
+        &self.inner.tail
     }
 
     /// A receiver that changes after each local commit that appended events.

@@ -14,11 +14,19 @@
 //! through a watch channel ([`crate::db::Tx::commit`]); on PostgreSQL other replicas are told
 //! by `NOTIFY`, sent outside the writing transaction (NOTIFY inside it would serialize every
 //! commit on PostgreSQL's notification lock). A slow fallback timer covers lost notifications.
+//!
+//! **One reader per database.** Subscribers caught up with the feed do not read it themselves:
+//! one task per [`Db`](crate::db::Db) in the process reads each new batch once and hands it to
+//! all of them (a broadcast of shared batches, `tail.rs`). A subscriber that is behind —
+//! replaying, slow, or lagged past what the broadcast keeps — reads the database itself, its
+//! kinds filtered there ([`read_kinds_after`]), until it has caught up; batches that do not
+//! join up with its cursor are never taken, so nothing is skipped or repeated.
 
 mod consumer;
 mod notify;
 mod server;
 mod store;
+mod tail;
 
 pub use consumer::{
     Apply, BearerToken, Consumer, ConsumerOptions, FeedSource, Prepared, event_span,
@@ -27,8 +35,9 @@ pub use notify::spawn_postgres_bridge;
 pub use server::EventFeedService;
 pub use store::{
     Batch, Cursor, EventMeta, EventRow, StoredEvent, append, append_raw, append_row, append_rows,
-    latest_cursor, read_after, to_proto,
+    latest_cursor, read_after, read_kinds_after, to_proto,
 };
+pub(crate) use tail::TailSlot;
 
 pub(crate) const BASE_MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
     (

@@ -2,12 +2,15 @@
 
 use std::{collections::HashSet, time::Duration};
 
-use tokio::sync::mpsc;
+use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
-use super::store::{Cursor, read_after, to_proto};
+use super::{
+    store::{Cursor, StoredEvent, read_kinds_after, to_proto},
+    tail::TailBatch,
+};
 use crate::{
     audit::AuditLog,
     auth::{Role, caller},
@@ -19,11 +22,9 @@ use minqing_proto::minqing::events::v1::{
     event_feed_server::{EventFeed, EventFeedServer},
 };
 
-/// When no commit signal arrives, look anyway this often (covers a lost notification).
-const FALLBACK_POLL: Duration = Duration::from_secs(1);
-/// When committed events wait behind an older, still-running transaction, look again after
-/// this at the latest.
-const HELD_BACK_RETRY: Duration = Duration::from_millis(5);
+/// When no batch of the shared tail arrives, read the database anyway this often (covers a
+/// tail reader that stopped, or a commit whose wake-up was lost).
+const LIVE_CHECK: Duration = Duration::from_secs(5);
 
 /// Serves one service's feed.
 #[derive(Debug, Clone)]
@@ -150,58 +151,136 @@ fn spawn_follow(
     ReceiverStream::new(rx)
 }
 
+/// Follows `db`'s feed for one subscriber: reads the database itself while behind (the kinds
+/// filtered there), then takes the batches of the shared tail ([`super::tail`]); falls back
+/// to reading when a batch does not join up with its cursor, when it lagged, or when no batch
+/// came for [`LIVE_CHECK`].
 async fn follow(
     db: Db,
     sub: Subscription,
     out: mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
     shutdown: CancellationToken,
 ) {
-    let mut commits = db.commits();
-    let mut cursor = sub.after;
+    let mut kinds: Vec<String> = sub.kinds.iter().cloned().collect();
+    kinds.sort();
     let source = db.name().to_string();
+    let mut cursor = sub.after;
+    // Taken before the first read: every batch the tail reads after that read is received.
+    let mut tail = super::tail::subscribe(&db);
     loop {
-        // Mark the signal seen *before* reading, so a commit during the read is not missed.
-        commits.borrow_and_update();
-        let batch = match read_after(&db, cursor, sub.max_batch).await {
-            Ok(batch) => batch,
+        match catch_up(&db, &sub, &kinds, &mut cursor, &out, &source, &shutdown).await {
+            Ok(true) => {}
+            Ok(false) => return,
             Err(err) => {
                 let _ = out.send(Err(err.to_status("reading the event feed"))).await;
                 return;
             }
-        };
-        if let Some(last) = batch.events.last() {
-            let full = batch.events.len() as i64 == sub.max_batch;
-            cursor = last.cursor;
-            let events: Vec<_> = batch
-                .events
-                .into_iter()
-                .filter(|e| sub.kinds.is_empty() || sub.kinds.contains(&e.kind))
-                .map(|e| to_proto(e, &source))
-                .collect();
+        }
+        loop {
+            let next = tokio::select! {
+                next = tail.recv() => next,
+                () = tokio::time::sleep(LIVE_CHECK) => break,
+                () = out.closed() => return,
+                () = shutdown.cancelled() => return,
+            };
+            match next {
+                Ok(batch) => {
+                    if batch.to <= cursor {
+                        continue;
+                    }
+                    if batch.from > cursor {
+                        // Events between the cursor and this batch were not received here.
+                        break;
+                    }
+                    if !deliver(&batch, &sub, &mut cursor, &out, &source, &shutdown).await {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => break,
+                Err(broadcast::error::RecvError::Closed) => {
+                    tail = super::tail::subscribe(&db);
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Reads the database from `cursor` until a read comes back short. `Ok(false)` when the
+/// stream ended (the subscriber left or the server shuts down).
+async fn catch_up(
+    db: &Db,
+    sub: &Subscription,
+    kinds: &[String],
+    cursor: &mut Cursor,
+    out: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+    source: &str,
+    shutdown: &CancellationToken,
+) -> Result<bool, crate::error::StoreError> {
+    loop {
+        let (batch, next) = read_kinds_after(db, *cursor, kinds, sub.max_batch).await?;
+        let full = batch.events.len() as i64 >= sub.max_batch;
+        if next > *cursor {
+            *cursor = next;
             let response = pb::SubscribeResponse {
-                events,
+                events: batch
+                    .events
+                    .into_iter()
+                    .map(|e| to_proto(e, source))
+                    .collect(),
                 cursor: cursor.to_string(),
             };
             tokio::select! {
-                sent = out.send(Ok(response)) => if sent.is_err() { return },
-                () = shutdown.cancelled() => return,
-            }
-            if full {
-                continue;
+                sent = out.send(Ok(response)) => if sent.is_err() { return Ok(false) },
+                () = shutdown.cancelled() => return Ok(false),
             }
         }
-        // Held back: the older transaction's own commit normally wakes us; the short timer
-        // covers one that wrote no event (or ran in another process).
-        let wait = if batch.held_back {
-            HELD_BACK_RETRY
-        } else {
-            FALLBACK_POLL
-        };
-        tokio::select! {
-            changed = commits.changed() => if changed.is_err() { return },
-            () = tokio::time::sleep(wait) => {},
-            () = out.closed() => return,
-            () = shutdown.cancelled() => return,
+        if !full {
+            // Events held back behind an older transaction come with the tail's batches.
+            return Ok(true);
         }
     }
+}
+
+/// Sends the events of a shared batch after `cursor` that the subscriber wants, at most
+/// `max_batch` a response, and moves `cursor` to the batch's end (an empty response says so
+/// when none is wanted). False when the stream ended.
+async fn deliver(
+    batch: &TailBatch,
+    sub: &Subscription,
+    cursor: &mut Cursor,
+    out: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
+    source: &str,
+    shutdown: &CancellationToken,
+) -> bool {
+    let wanted: Vec<_> = batch
+        .events
+        .iter()
+        .filter(|e| e.cursor > *cursor && (sub.kinds.is_empty() || sub.kinds.contains(&e.kind)))
+        .collect();
+    let size = usize::try_from(sub.max_batch).unwrap_or(1).max(1);
+    let mut chunks: Vec<&[&StoredEvent]> = wanted.chunks(size).collect();
+    if chunks.is_empty() {
+        chunks.push(&[]);
+    }
+    let count = chunks.len();
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let end = match chunk.last() {
+            Some(last) if i + 1 < count => last.cursor,
+            _ => batch.to,
+        };
+        *cursor = end;
+        let response = pb::SubscribeResponse {
+            events: chunk
+                .iter()
+                .map(|e| to_proto((*e).clone(), source))
+                .collect(),
+            cursor: end.to_string(),
+        };
+        tokio::select! {
+            sent = out.send(Ok(response)) => if sent.is_err() { return false },
+            () = shutdown.cancelled() => return false,
+        }
+    }
+    true
 }

@@ -290,6 +290,90 @@ pub async fn read_after(db: &Db, after: Cursor, limit: i64) -> Result<Batch, Sto
     }
 }
 
+/// Up to `limit` events of `kinds` (every kind when empty) after `after`, in feed order,
+/// never skipping one, with the cursor to read on from: after the last event returned when
+/// `limit` were, else after the last event safe to read whether wanted or not — so a reader
+/// that wants few kinds moves past the others without being sent them. The kinds are
+/// filtered by the database: events not wanted are never read out of it.
+pub async fn read_kinds_after(
+    db: &Db,
+    after: Cursor,
+    kinds: &[String],
+    limit: i64,
+) -> Result<(Batch, Cursor), StoreError> {
+    if kinds.is_empty() {
+        let batch = read_after(db, after, limit).await?;
+        let next = batch.events.last().map_or(after, |e| e.cursor);
+        return Ok((batch, next));
+    }
+    let list = (0..kinds.len())
+        .map(|i| format!("${}", i + 4))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let sql = match db.backend() {
+        // One statement, one snapshot: the wanted events below the horizon, the held-back
+        // probe of [`read_after`], and the last event below the horizon (safe = 2).
+        Backend::Postgres => format!(
+            "(SELECT {COLUMNS}, 1 AS safe FROM events \
+               WHERE (txid, seq) > ($1, $2) \
+                 AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+                 AND kind IN ({list}) \
+               ORDER BY txid, seq LIMIT $3) \
+             UNION ALL \
+             (SELECT 0, 0, '', '', '', 0, ''::bytea, '', '', '', 0 FROM events \
+               WHERE (txid, seq) > ($1, $2) \
+                 AND txid >= pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+               ORDER BY txid, seq LIMIT 1) \
+             UNION ALL \
+             (SELECT txid, seq, '', '', '', 0, ''::bytea, '', '', '', 2 FROM events \
+               WHERE (txid, seq) > ($1, $2) \
+                 AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+               ORDER BY txid DESC, seq DESC LIMIT 1)"
+        ),
+        // $1 is the sequence number here, $2 the txid (always 0).
+        Backend::Sqlite => format!(
+            "SELECT * FROM (SELECT {COLUMNS}, 1 AS safe FROM events \
+               WHERE seq > $1 AND txid >= $2 AND kind IN ({list}) ORDER BY seq LIMIT $3) \
+             UNION ALL \
+             SELECT * FROM (SELECT txid, seq, '', '', '', 0, x'', '', '', '', 2 FROM events \
+               WHERE seq > $1 AND txid >= $2 ORDER BY seq DESC LIMIT 1)"
+        ),
+    };
+    let (first, second) = match db.backend() {
+        Backend::Postgres => (after.txid, after.seq),
+        Backend::Sqlite => (after.seq, after.txid),
+    };
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(first)
+        .bind(second)
+        .bind(limit);
+    for kind in kinds {
+        query = query.bind(kind.clone());
+    }
+    let mut batch = Batch::default();
+    let mut last_safe = None;
+    for row in &query.fetch_all(db.pool()).await? {
+        match row.try_get::<i64, _>(10)? {
+            0 => batch.held_back = true,
+            2 => {
+                last_safe = Some(Cursor {
+                    txid: row.try_get(0)?,
+                    seq: row.try_get(1)?,
+                })
+            }
+            _ => batch.events.push(stored(row)?),
+        }
+    }
+    let last = batch.events.last().map_or(after, |e| e.cursor);
+    let next = if batch.events.len() as i64 >= limit {
+        last
+    } else {
+        // Every wanted event up to the last safe one was returned.
+        last_safe.map_or(last, |safe| safe.max(last))
+    };
+    Ok((batch, next))
+}
+
 fn stored(row: &sqlx::any::AnyRow) -> Result<StoredEvent, StoreError> {
     Ok(StoredEvent {
         cursor: Cursor {

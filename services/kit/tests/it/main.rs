@@ -2,6 +2,7 @@
 //! SQLite file and, where reachable, a fresh PostgreSQL database per test).
 
 mod auth;
+mod fanout;
 mod feed;
 mod harness;
 mod overload;

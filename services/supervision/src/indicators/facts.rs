@@ -2,6 +2,8 @@
 //! field is set by one feed only (or set the same way by two), so the facts — and the rollups
 //! computed from them — do not depend on the order in which the three feeds are read.
 
+use std::collections::HashMap;
+
 use prost::Message;
 use sqlx::Row;
 
@@ -240,50 +242,96 @@ pub fn from_row(row: &sqlx::any::AnyRow) -> Result<Facts, StoreError> {
 
 /// One case's facts.
 pub async fn load(tx: &mut Tx, case_id: &str) -> Result<Option<Facts>, StoreError> {
-    let sql = format!("SELECT {COLUMNS} FROM ind_cases WHERE case_id = $1");
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(case_id)
-        .fetch_optional(tx.conn())
-        .await?;
-    row.as_ref().map(from_row).transpose()
+    Ok(load_many(tx, &[case_id.to_owned()]).await?.remove(case_id))
+}
+
+/// The facts of the cases `ids` that are stored, by case id: one statement for every
+/// [`MAX_ROWS_PER_STATEMENT`](minqing_kit::db::MAX_ROWS_PER_STATEMENT) ids (well under either
+/// backend's parameter limit).
+pub async fn load_many(tx: &mut Tx, ids: &[String]) -> Result<HashMap<String, Facts>, StoreError> {
+    let mut out = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(minqing_kit::db::MAX_ROWS_PER_STATEMENT) {
+        let sql = format!(
+            "SELECT {COLUMNS} FROM ind_cases WHERE case_id IN ({})",
+            minqing_kit::db::placeholders(chunk.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            query = query.bind(id.clone());
+        }
+        for row in query.fetch_all(tx.conn()).await? {
+            let f = from_row(&row)?;
+            out.insert(f.case_id.clone(), f);
+        }
+    }
+    Ok(out)
 }
 
 /// Writes one case's facts.
 pub async fn save(tx: &mut Tx, f: &Facts) -> Result<(), StoreError> {
-    let sql = format!(
-        "INSERT INTO ind_cases ({COLUMNS}) VALUES \
-         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20) \
-         ON CONFLICT (case_id) DO UPDATE SET receive_time = excluded.receive_time, \
-         district = excluded.district, street = excluded.street, community = excluded.community, \
-         grid = excluded.grid, category = excluded.category, channel = excluded.channel, \
-         station = excluded.station, deputy = excluded.deputy, unit = excluded.unit, \
-         due_time = excluded.due_time, answer_time = excluded.answer_time, \
-         on_time = excluded.on_time, resolved = excluded.resolved, referred = excluded.referred, \
-         withdrawn = excluded.withdrawn, overdue = excluded.overdue, rating = excluded.rating, \
-         answer = excluded.answer"
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(&f.case_id)
-        .bind(f.receive_time)
-        .bind(&f.district)
-        .bind(&f.street)
-        .bind(&f.community)
-        .bind(&f.grid)
-        .bind(&f.category)
-        .bind(i64::from(f.channel))
-        .bind(&f.station)
-        .bind(&f.deputy)
-        .bind(&f.unit)
-        .bind(f.due_time)
-        .bind(f.answer_time)
-        .bind(i64::from(f.on_time))
-        .bind(i64::from(f.resolved))
-        .bind(i64::from(f.referred))
-        .bind(i64::from(f.withdrawn))
-        .bind(i64::from(f.overdue))
-        .bind(i64::from(f.rating))
-        .bind(&f.answer)
-        .execute(tx.conn())
-        .await?;
+    save_many(tx, [f]).await
+}
+
+/// Writes many cases' facts (each case at most once) with multi-row upserts, cut by
+/// [`execute_rows`](minqing_kit::db::execute_rows).
+pub async fn save_many<'a>(
+    tx: &mut Tx,
+    facts: impl IntoIterator<Item = &'a Facts>,
+) -> Result<(), StoreError> {
+    minqing_kit::db::execute_rows(
+        tx.conn(),
+        20,
+        facts,
+        |f| {
+            // Twelve numbers and the text columns, with room for quoting and separators.
+            160 + f.case_id.len()
+                + f.district.len()
+                + f.street.len()
+                + f.community.len()
+                + f.grid.len()
+                + f.category.len()
+                + f.station.len()
+                + f.deputy.len()
+                + f.unit.len()
+                + f.answer.len()
+        },
+        |values| {
+            format!(
+                "INSERT INTO ind_cases ({COLUMNS}) VALUES {values} \
+                 ON CONFLICT (case_id) DO UPDATE SET receive_time = excluded.receive_time, \
+                 district = excluded.district, street = excluded.street, \
+                 community = excluded.community, grid = excluded.grid, \
+                 category = excluded.category, channel = excluded.channel, \
+                 station = excluded.station, deputy = excluded.deputy, unit = excluded.unit, \
+                 due_time = excluded.due_time, answer_time = excluded.answer_time, \
+                 on_time = excluded.on_time, resolved = excluded.resolved, \
+                 referred = excluded.referred, withdrawn = excluded.withdrawn, \
+                 overdue = excluded.overdue, rating = excluded.rating, answer = excluded.answer"
+            )
+        },
+        |q, f| {
+            q.bind(f.case_id.clone())
+                .bind(f.receive_time)
+                .bind(f.district.clone())
+                .bind(f.street.clone())
+                .bind(f.community.clone())
+                .bind(f.grid.clone())
+                .bind(f.category.clone())
+                .bind(i64::from(f.channel))
+                .bind(f.station.clone())
+                .bind(f.deputy.clone())
+                .bind(f.unit.clone())
+                .bind(f.due_time)
+                .bind(f.answer_time)
+                .bind(i64::from(f.on_time))
+                .bind(i64::from(f.resolved))
+                .bind(i64::from(f.referred))
+                .bind(i64::from(f.withdrawn))
+                .bind(i64::from(f.overdue))
+                .bind(i64::from(f.rating))
+                .bind(f.answer.clone())
+        },
+    )
+    .await?;
     Ok(())
 }

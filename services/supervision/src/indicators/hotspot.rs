@@ -2,6 +2,8 @@
 //! within the window, a systemic problem is raised to the district — once per hot spot: while
 //! one is open (its latest report within the window), further reports join it.
 
+use std::collections::{BTreeSet, HashMap, HashSet};
+
 use sqlx::Row;
 
 use super::{IndicatorsConfig, facts::Facts};
@@ -62,10 +64,16 @@ impl Problem {
 
 /// Looks at a newly received case: joins it to an open hot spot of its grid or community, or
 /// raises a new one (with its event) when the window holds enough reports.
+///
+/// `batch` holds the facts of the cases a batch has changed so far and not yet written (the
+/// case itself among them, or not): they count as they are there, not as they are stored, so a
+/// batch finds the same hot spots as one event at a time would.
 pub async fn check(
     tx: &mut Tx,
     cfg: &IndicatorsConfig,
     f: &Facts,
+    batch: &HashMap<String, Facts>,
+    open: &mut Open,
     now: Micros,
 ) -> Result<(), StoreError> {
     if f.category.is_empty() || f.district.is_empty() {
@@ -79,7 +87,7 @@ pub async fn check(
         if place.is_empty() {
             continue;
         }
-        if join_open(tx, place, f, window).await? {
+        if open.join(place, f, window) {
             return Ok(());
         }
         let sql = format!(
@@ -94,14 +102,39 @@ pub async fn check(
             .bind(f.receive_time)
             .fetch_all(tx.conn())
             .await?;
-        if rows.len() < cfg.hotspot_threshold as usize {
-            continue;
-        }
-        let mut cases = Vec::with_capacity(rows.len());
-        let mut first = f.receive_time;
+        // The stored rows, but the batch's cases (and this one) as they are now.
+        let mut found: Vec<(i64, String)> = Vec::with_capacity(rows.len());
         for row in &rows {
             let id: String = row.try_get(0)?;
-            first = first.min(row.try_get(1)?);
+            if id != f.case_id && !batch.contains_key(&id) {
+                found.push((row.try_get(1)?, id));
+            }
+        }
+        let others = batch.values().filter(|c| c.case_id != f.case_id);
+        for c in others.chain(std::iter::once(f)) {
+            let at = if level == PlaceLevel::Grid {
+                &c.grid
+            } else {
+                &c.community
+            };
+            if at == place
+                && c.category == f.category
+                && c.receive_time > f.receive_time - window
+                && c.receive_time <= f.receive_time
+                && !c.withdrawn
+            {
+                found.push((c.receive_time, c.case_id.clone()));
+            }
+        }
+        // The database's order: receive time, then id.
+        found.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(&b.1)));
+        if found.len() < cfg.hotspot_threshold as usize {
+            continue;
+        }
+        let mut cases = Vec::with_capacity(found.len());
+        let mut first = f.receive_time;
+        for (time, id) in found {
+            first = first.min(time);
             cases.push(format!("cases/{id}"));
         }
         let problem = Problem {
@@ -117,6 +150,7 @@ pub async fn check(
             raise_time: now,
         };
         insert(tx, &problem).await?;
+        open.raised(&problem);
         let event = pb::SystemicProblemRaised {
             problem: Some(problem.to_proto()),
         };
@@ -128,41 +162,186 @@ pub async fn check(
     Ok(())
 }
 
-/// Adds the case to the open hot spot of `place` and its category, if there is one: a row of
-/// its own, whatever the hot spot's size.
-async fn join_open(tx: &mut Tx, place: &str, f: &Facts, window: i64) -> Result<bool, StoreError> {
-    let row = sqlx::query(
-        "SELECT id, case_count, last_time FROM ind_hotspots WHERE place = $1 AND category = $2 \
-         AND last_time >= $3 ORDER BY last_time DESC LIMIT 1",
-    )
-    .bind(place)
-    .bind(&f.category)
-    .bind(f.receive_time - window)
-    .fetch_optional(tx.conn())
-    .await?;
-    let Some(row) = row else {
-        return Ok(false);
-    };
-    let id: String = row.try_get(0)?;
-    let count: i64 = row.try_get(1)?;
-    let last: i64 = row.try_get(2)?;
-    let added = sqlx::query(
-        "INSERT INTO ind_hotspot_cases (hotspot_id, case_id, ordinal) VALUES ($1, $2, $3) \
-         ON CONFLICT (hotspot_id, case_id) DO NOTHING",
-    )
-    .bind(&id)
-    .bind(format!("cases/{}", f.case_id))
-    .bind(count)
-    .execute(tx.conn())
-    .await?
-    .rows_affected();
-    sqlx::query("UPDATE ind_hotspots SET case_count = $2, last_time = $3 WHERE id = $1")
-        .bind(&id)
-        .bind(count + added as i64)
-        .bind(last.max(f.receive_time))
-        .execute(tx.conn())
+/// The hot spots a batch may join, read once for the batch, and what its cases changed in
+/// them, written once at its end ([`Open::write`]).
+#[derive(Debug, Default)]
+pub struct Open {
+    /// By (place, category).
+    spots: HashMap<(String, String), Vec<Spot>>,
+    /// (hot spot id, "cases/{id}") pairs already stored or added.
+    members: HashSet<(String, String)>,
+    /// Cases joined: (hot spot id, "cases/{id}", ordinal).
+    joins: Vec<(String, String, i64)>,
+    /// Hot spots whose count or latest report changed.
+    changed: BTreeSet<String>,
+}
+
+#[derive(Debug)]
+struct Spot {
+    id: String,
+    count: i64,
+    last: i64,
+}
+
+/// (place, category) pairs per statement: two parameters each.
+const PAIRS_PER_STATEMENT: usize = 500;
+
+impl Open {
+    /// Reads the hot spots the cases of `received` (those the batch may receive) could join:
+    /// those of their grids and communities and categories still open at the earliest of
+    /// their reports (a hot spot's latest report only moves later).
+    pub async fn load(
+        tx: &mut Tx,
+        cfg: &IndicatorsConfig,
+        received: &[Facts],
+    ) -> Result<Self, StoreError> {
+        let mut open = Open::default();
+        let window = i64::from(cfg.hotspot_window_hours) * 3_600_000_000;
+        let mut pairs: Vec<(String, String)> = Vec::new();
+        let mut earliest = i64::MAX;
+        for f in received {
+            if f.category.is_empty() || f.district.is_empty() {
+                continue;
+            }
+            earliest = earliest.min(f.receive_time);
+            for place in [&f.grid, &f.community] {
+                if !place.is_empty() {
+                    pairs.push((place.clone(), f.category.clone()));
+                }
+            }
+        }
+        pairs.sort();
+        pairs.dedup();
+        for chunk in pairs.chunks(PAIRS_PER_STATEMENT) {
+            let list = (0..chunk.len())
+                .map(|i| format!("(${}, ${})", 2 * i + 2, 2 * i + 3))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT id, place, category, case_count, last_time FROM ind_hotspots \
+                 WHERE last_time >= $1 AND (place, category) IN ({list})"
+            )))
+            .bind(earliest.saturating_sub(window));
+            for (place, category) in chunk {
+                query = query.bind(place.clone()).bind(category.clone());
+            }
+            for row in query.fetch_all(tx.conn()).await? {
+                open.spots
+                    .entry((row.try_get(1)?, row.try_get(2)?))
+                    .or_default()
+                    .push(Spot {
+                        id: row.try_get(0)?,
+                        count: row.try_get(3)?,
+                        last: row.try_get(4)?,
+                    });
+            }
+        }
+        if open.spots.is_empty() {
+            return Ok(open);
+        }
+        // Which of the cases are members already (a case joins a hot spot once).
+        let cases: Vec<String> = received
+            .iter()
+            .map(|f| format!("cases/{}", f.case_id))
+            .collect();
+        for chunk in cases.chunks(minqing_kit::db::MAX_ROWS_PER_STATEMENT) {
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "SELECT hotspot_id, case_id FROM ind_hotspot_cases WHERE case_id IN ({})",
+                minqing_kit::db::placeholders(chunk.len())
+            )));
+            for case in chunk {
+                query = query.bind(case.clone());
+            }
+            for row in query.fetch_all(tx.conn()).await? {
+                open.members.insert((row.try_get(0)?, row.try_get(1)?));
+            }
+        }
+        Ok(open)
+    }
+
+    /// Adds the case to the open hot spot of `place` and its category (the one with the
+    /// latest report within the window), if there is one.
+    fn join(&mut self, place: &str, f: &Facts, window: i64) -> bool {
+        let Some(spots) = self.spots.get_mut(&(place.to_owned(), f.category.clone())) else {
+            return false;
+        };
+        let Some(spot) = spots
+            .iter_mut()
+            .filter(|s| s.last >= f.receive_time - window)
+            .max_by(|a, b| a.last.cmp(&b.last).then_with(|| a.id.cmp(&b.id)))
+        else {
+            return false;
+        };
+        let case = format!("cases/{}", f.case_id);
+        if self.members.insert((spot.id.clone(), case.clone())) {
+            self.joins.push((spot.id.clone(), case, spot.count));
+            spot.count += 1;
+        }
+        spot.last = spot.last.max(f.receive_time);
+        self.changed.insert(spot.id.clone());
+        true
+    }
+
+    /// Records a hot spot raised (and written) in this batch: later cases may join it.
+    fn raised(&mut self, p: &Problem) {
+        for case in &p.cases {
+            self.members.insert((p.id.clone(), case.clone()));
+        }
+        self.spots
+            .entry((p.place.clone(), p.category.clone()))
+            .or_default()
+            .push(Spot {
+                id: p.id.clone(),
+                count: p.cases.len() as i64,
+                last: p.last_time,
+            });
+    }
+
+    /// Writes the joins: the new members with multi-row inserts, each changed hot spot's
+    /// count and latest report with one statement.
+    pub async fn write(self, tx: &mut Tx) -> Result<(), StoreError> {
+        minqing_kit::db::execute_rows(
+            tx.conn(),
+            3,
+            self.joins,
+            |(id, case, _)| id.len() + case.len() + 16,
+            |values| {
+                format!(
+                    "INSERT INTO ind_hotspot_cases (hotspot_id, case_id, ordinal) VALUES {values} \
+                     ON CONFLICT (hotspot_id, case_id) DO NOTHING"
+                )
+            },
+            |q, (id, case, ordinal)| q.bind(id).bind(case).bind(ordinal),
+        )
         .await?;
-    Ok(true)
+        let mut spots: HashMap<String, (i64, i64)> = HashMap::new();
+        for list in self.spots.into_values() {
+            for s in list {
+                spots.insert(s.id, (s.count, s.last));
+            }
+        }
+        let rows: Vec<(String, i64, i64)> = self
+            .changed
+            .into_iter()
+            .filter_map(|id| spots.get(&id).map(|&(count, last)| (id, count, last)))
+            .collect();
+        minqing_kit::db::execute_rows(
+            tx.conn(),
+            3,
+            rows,
+            |(id, _, _)| id.len() + 32,
+            |values| {
+                format!(
+                    "WITH v (id, case_count, last_time) AS (VALUES {values}) \
+                     UPDATE ind_hotspots SET case_count = v.case_count, last_time = v.last_time \
+                     FROM v WHERE ind_hotspots.id = v.id"
+                )
+            },
+            |q, (id, count, last)| q.bind(id).bind(count).bind(last),
+        )
+        .await?;
+        Ok(())
+    }
 }
 
 async fn insert(tx: &mut Tx, p: &Problem) -> Result<(), StoreError> {

@@ -124,48 +124,92 @@ pub async fn serialize(tx: &mut Tx) -> Result<(), minqing_kit::error::StoreError
 
 /// Applies `events` to the facts and rollups in `tx`; with `hot`, looks for hot spots among
 /// the newly received cases (the rebuild does not: problems once raised stay raised).
+///
+/// Batch-wise: the facts of every case the batch is about are read with one statement, the
+/// events applied in memory in order, each changed case written once (multi-row upserts) and
+/// the rollups changed once. Hot spots are looked for at each newly received case, in event
+/// order, with the cases the batch changed before it as they were at that point (the
+/// unwritten facts are handed to [`hotspot::check`]) and the open hot spots read once for the
+/// batch and kept in memory ([`hotspot::Open`]), so a batch raises and grows the same hot
+/// spots as one event at a time.
 pub async fn apply_events(
     tx: &mut Tx,
     events: &[Event],
     hot: Option<(&IndicatorsConfig, i64)>,
 ) -> anyhow::Result<()> {
-    let mut before: HashMap<String, Option<Facts>> = HashMap::new();
-    let mut now: HashMap<String, Facts> = HashMap::new();
+    let mut cases: Vec<(&Event, String)> = Vec::with_capacity(events.len());
     for event in events {
-        let id = match facts::event_case(event) {
-            Ok(Some(id)) => id,
-            Ok(None) => continue,
+        match facts::event_case(event) {
+            Ok(Some(id)) => cases.push((event, id)),
+            Ok(None) => {}
             Err(err) => {
                 // A payload that cannot be read never will be: skip it rather than stop.
                 tracing::warn!(kind = %event.kind, id = %event.id, error = %err, "indicators skip an unreadable event");
-                continue;
             }
-        };
-        if !now.contains_key(&id) {
-            let stored = facts::load(tx, &id).await?;
-            let current = stored.clone().unwrap_or_else(|| Facts {
-                case_id: id.clone(),
-                ..Facts::default()
-            });
-            before.insert(id.clone(), stored);
-            now.insert(id.clone(), current);
-        }
-        let Some(f) = now.get_mut(&id) else { continue };
-        let received = match facts::apply(f, event) {
-            Ok(received) => received,
-            Err(err) => {
-                tracing::warn!(kind = %event.kind, id = %event.id, error = %err, "indicators skip an unreadable event");
-                continue;
-            }
-        };
-        facts::save(tx, f).await?;
-        if received && let Some((cfg, at)) = hot {
-            hotspot::check(tx, cfg, f, at).await?;
         }
     }
+    if cases.is_empty() {
+        return Ok(());
+    }
+    let mut ids: Vec<String> = cases.iter().map(|(_, id)| id.clone()).collect();
+    ids.sort();
+    ids.dedup();
+    let before = facts::load_many(tx, &ids).await?;
+    // The hot spots the cases the batch may receive could join, read at once.
+    let mut open = match hot {
+        Some((cfg, _)) => {
+            let received: Vec<Facts> = cases
+                .iter()
+                .filter_map(|(event, id)| {
+                    let mut f = Facts {
+                        case_id: id.clone(),
+                        ..Facts::default()
+                    };
+                    matches!(facts::apply(&mut f, event), Ok(true)).then_some(f)
+                })
+                .collect();
+            hotspot::Open::load(tx, cfg, &received).await?
+        }
+        None => hotspot::Open::default(),
+    };
+    // The cases touched so far, as they are now (none written yet).
+    let mut now: HashMap<String, Facts> = HashMap::with_capacity(ids.len());
+    for (event, id) in cases {
+        let touched = now.remove(&id);
+        let was_touched = touched.is_some();
+        let mut f = touched.unwrap_or_else(|| {
+            before.get(&id).cloned().unwrap_or_else(|| Facts {
+                case_id: id.clone(),
+                ..Facts::default()
+            })
+        });
+        let received = match facts::apply(&mut f, event) {
+            Ok(received) => received,
+            Err(err) => {
+                // Nothing of it applied (payloads are decoded before anything changes).
+                tracing::warn!(kind = %event.kind, id = %event.id, error = %err, "indicators skip an unreadable event");
+                if was_touched {
+                    now.insert(id, f);
+                }
+                continue;
+            }
+        };
+        if received && let Some((cfg, at)) = hot {
+            hotspot::check(tx, cfg, &f, &now, &mut open, at).await?;
+        }
+        now.insert(id, f);
+    }
+    open.write(tx).await?;
+    // Written in id order: two writers lock the rows in the same order.
+    let mut changed: Vec<&Facts> = now
+        .values()
+        .filter(|f| before.get(&f.case_id) != Some(*f))
+        .collect();
+    changed.sort_by(|a, b| a.case_id.cmp(&b.case_id));
+    facts::save_many(tx, changed).await?;
     let mut deltas = rollup::Deltas::default();
     for (id, f) in &now {
-        deltas.change(before.get(id).and_then(Option::as_ref), f);
+        deltas.change(before.get(id), f);
     }
     deltas.write(tx).await?;
     Ok(())

@@ -102,9 +102,7 @@ pub async fn rebuild(db: &Db, feeds: &Feeds) -> anyhow::Result<Outcome> {
         .map_err(StoreError::from)?;
     let mut ordered: Vec<&Facts> = cases.values().collect();
     ordered.sort_by(|a, b| a.case_id.cmp(&b.case_id));
-    for f in ordered {
-        facts::save(&mut tx, f).await?;
-    }
+    facts::save_many(&mut tx, ordered).await?;
     rollup::insert_many(&mut tx, &rows).await?;
     for (name, cursor) in &cursors {
         sqlx::query(

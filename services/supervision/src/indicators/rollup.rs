@@ -234,9 +234,39 @@ impl Deltas {
     pub async fn write(self, tx: &mut Tx) -> Result<usize, StoreError> {
         let mut rows: Vec<_> = self.0.into_iter().filter(|(_, c)| !c.is_zero()).collect();
         rows.sort_by(|a, b| a.0.cmp(&b.0));
-        for (key, c) in &rows {
-            upsert(tx, key, c).await?;
-        }
+        let cols = count_columns();
+        let sets: Vec<String> = cols
+            .iter()
+            .map(|c| format!("{c} = ind_rollup.{c} + excluded.{c}"))
+            .collect();
+        let (cols, sets) = (cols.join(", "), sets.join(", "));
+        // Sorted, so that two writers take the rows' locks in the same order.
+        minqing_kit::db::execute_rows(
+            tx.conn(),
+            5 + COUNT_COLUMNS.len() + NBUCKETS,
+            rows.iter(),
+            |(key, _)| 32 + key.place.len() + key.value.len() + 12 * NBUCKETS + 8 * 10,
+            |values| {
+                format!(
+                    "INSERT INTO ind_rollup (grain, period, place, dim, value, {cols}) \
+                     VALUES {values} ON CONFLICT (place, dim, grain, period, value) \
+                     DO UPDATE SET {sets}"
+                )
+            },
+            |mut q, (key, c)| {
+                q = q
+                    .bind(key.grain)
+                    .bind(key.period)
+                    .bind(key.place.clone())
+                    .bind(key.dim)
+                    .bind(key.value.clone());
+                for v in values(c) {
+                    q = q.bind(v);
+                }
+                q
+            },
+        )
+        .await?;
         Ok(rows.len())
     }
 }
@@ -335,21 +365,6 @@ pub fn upsert_sql(rows: usize) -> String {
         tuples.join(", "),
         sets.join(", ")
     )
-}
-
-async fn upsert(tx: &mut Tx, key: &Key, c: &Counts) -> Result<(), StoreError> {
-    let sql = upsert_sql(1);
-    let mut q = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(key.grain)
-        .bind(key.period)
-        .bind(&key.place)
-        .bind(key.dim)
-        .bind(&key.value);
-    for v in values(c) {
-        q = q.bind(v);
-    }
-    q.execute(tx.conn()).await?;
-    Ok(())
 }
 
 /// Inserts many rows at once (they must not exist yet): for the rebuild and the benchmark.
