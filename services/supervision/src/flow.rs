@@ -1,6 +1,13 @@
 //! Clocks from the feeds: consumers of intake's and routing's events start, pause, resume,
 //! reschedule and close each case's clock (matching's add volunteers' work to its history), exactly once (the consumer's cursor commits with
 //! the clocks, their timers and supervision's own events).
+//!
+//! The three consumers share one path (`apply_batch`) that applies a whole batch with a few
+//! statements, whatever its size: what the batch's events need is read up front (its clocks in
+//! one statement, locked on PostgreSQL; its units' levels in one; for answers, clusters and
+//! contacts in two), the events are applied in order to that state in memory, and each table
+//! is written once at the end with multi-row statements. The result is the same as applying
+//! the events one by one, each in its own transaction.
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},

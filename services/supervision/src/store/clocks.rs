@@ -287,19 +287,6 @@ pub async fn all_unfired(db: &minqing_kit::db::Db) -> Result<Vec<(i64, i64)>, St
     Ok(out)
 }
 
-/// Records a unit's ladder level.
-pub async fn set_unit_level(tx: &mut Tx, unit: &str, level: i32) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO units (name, level) VALUES ($1, $2) \
-         ON CONFLICT (name) DO UPDATE SET level = excluded.level",
-    )
-    .bind(unit)
-    .bind(i64::from(level))
-    .execute(tx.conn())
-    .await?;
-    Ok(())
-}
-
 /// A unit's ladder level (0 unknown).
 pub async fn unit_level(tx: &mut Tx, unit: &str) -> Result<i32, StoreError> {
     let row = sqlx::query("SELECT level FROM units WHERE name = $1")

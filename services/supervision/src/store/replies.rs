@@ -6,35 +6,6 @@ use super::{from_doc, to_doc};
 use crate::replies::{Appointment, Contact, Delivery, DeliveryState, Reply};
 use minqing_kit::{db::Tx, error::StoreError, time::Micros};
 
-/// Keeps a reporter's contact (the first time the case is seen).
-pub async fn put_contact(tx: &mut Tx, c: &Contact, now: Micros) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO case_contacts (case_id, anonymous, method, needs_visit, name, phone, \
-            postal_address, online_address, visit_note, recorded_by, district, street, \
-            community, grid, create_time) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-         ON CONFLICT (case_id) DO NOTHING",
-    )
-    .bind(&c.case_id)
-    .bind(i64::from(c.anonymous))
-    .bind(i64::from(c.method))
-    .bind(i64::from(c.needs_visit))
-    .bind(&c.name)
-    .bind(&c.phone)
-    .bind(&c.postal_address)
-    .bind(&c.online_address)
-    .bind(&c.visit_note)
-    .bind(&c.recorded_by)
-    .bind(&c.place.district)
-    .bind(&c.place.street)
-    .bind(&c.place.community)
-    .bind(&c.place.grid)
-    .bind(now)
-    .execute(tx.conn())
-    .await?;
-    Ok(())
-}
-
 /// A reporter's contact.
 pub async fn contact<'c, E: Executor<'c, Database = Any>>(
     db: E,
@@ -72,32 +43,6 @@ pub async fn contact<'c, E: Executor<'c, Database = Any>>(
     }))
 }
 
-/// Puts cases in a cluster ("" takes them out): one multi-row statement for all of them (a
-/// cluster's event names every member, so a statement a case would make clusters of
-/// hundreds cost hundreds of round trips per report).
-pub async fn set_cluster(tx: &mut Tx, cases: &[String], cluster: &str) -> Result<(), StoreError> {
-    // Each case once: a statement may not upsert the same row twice.
-    let ids: std::collections::BTreeSet<&str> = cases
-        .iter()
-        .filter_map(|c| c.strip_prefix("cases/"))
-        .collect();
-    minqing_kit::db::execute_rows(
-        tx.conn(),
-        2,
-        ids,
-        |id| id.len() + cluster.len() + 8,
-        |values| {
-            format!(
-                "INSERT INTO cluster_members (case_id, cluster) VALUES {values} \
-                 ON CONFLICT (case_id) DO UPDATE SET cluster = excluded.cluster"
-            )
-        },
-        |q, id| q.bind(id.to_string()).bind(cluster.to_string()),
-    )
-    .await?;
-    Ok(())
-}
-
 /// The cluster of a case ("" when none).
 pub async fn cluster_of(tx: &mut Tx, case_id: &str) -> Result<String, StoreError> {
     let row = sqlx::query("SELECT cluster FROM cluster_members WHERE case_id = $1")
@@ -120,23 +65,6 @@ pub async fn members(tx: &mut Tx, cluster: &str) -> Result<Vec<String>, StoreErr
     rows.iter()
         .map(|r| Ok(r.try_get::<String, _>("case_id")?))
         .collect()
-}
-
-/// Inserts a reply unless its `dedupe` key was used; true when new.
-pub async fn insert_reply(tx: &mut Tx, r: &Reply, dedupe: &str) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "INSERT INTO replies (id, case_id, cluster, dedupe, create_time, doc) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (dedupe) DO NOTHING",
-    )
-    .bind(&r.id)
-    .bind(&r.case_id)
-    .bind(&r.cluster)
-    .bind(dedupe)
-    .bind(r.create_time)
-    .bind(to_doc(r)?)
-    .execute(tx.conn())
-    .await?;
-    Ok(done.rows_affected() == 1)
 }
 
 /// A reply by id.
@@ -190,29 +118,6 @@ fn delivery(r: &sqlx::any::AnyRow) -> Result<Delivery, StoreError> {
         update_time: r.try_get("update_time")?,
         version: r.try_get("version")?,
     })
-}
-
-/// Inserts a delivery.
-pub async fn insert_delivery(tx: &mut Tx, d: &Delivery) -> Result<(), StoreError> {
-    let sql = format!(
-        "INSERT INTO deliveries ({DELIVERY_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1)"
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(&d.id)
-        .bind(&d.reply_id)
-        .bind(&d.case_id)
-        .bind(i64::from(d.method))
-        .bind(i64::from(d.state.wire()))
-        .bind(i64::from(d.attempts))
-        .bind(d.next_attempt_time)
-        .bind(&d.last_error)
-        .bind(d.delivered_time)
-        .bind(&d.appointment)
-        .bind(d.update_time)
-        .execute(tx.conn())
-        .await?;
-    Ok(())
 }
 
 /// Writes a delivery if still at its version; false when it changed underneath.
