@@ -1080,6 +1080,7 @@ mod tests {
     use crate::{
         config::SupervisionConfig,
         outlets::{LogOutlet, Outlets},
+        store,
     };
     use minqing_kit::{
         backend_tests,
@@ -1642,5 +1643,77 @@ mod tests {
         single_db.close().await;
     }
 
-    backend_tests!(a_batch_writes_what_its_events_one_by_one_write);
+    /// The batch's writes keep the version check: a clock inserted or changed by another
+    /// transaction since the batch read it is not overwritten, and the batch learns it; a
+    /// timer that fired keeps its mark when the clock's timers are replaced.
+    async fn batch_writes_keep_the_version_check_and_fired_timers(backend: Backend) {
+        let Some(test_db) = TestDatabase::new(backend).await else {
+            return;
+        };
+        let db = Db::connect(&test_db.options("supervision")).await.unwrap();
+        let clock = time::Clock::manual(start());
+        let ctx = ctx(&db, &clock).await;
+        let now = clock.now_micros();
+        let cal = ctx.calendars.for_district("620102", "6201");
+        let mut c = crate::clock::Clock::new("x", now);
+        c.place.district = "620102".into();
+        c.run_days(&cal.calendar, now, 3);
+        c.version = 1;
+        let mut tx = db.begin().await.unwrap();
+        assert_eq!(store::clocks::insert_new(&mut tx, &[&c]).await.unwrap(), 1);
+        // Inserted again (another transaction got there first): nothing written.
+        assert_eq!(store::clocks::insert_new(&mut tx, &[&c]).await.unwrap(), 0);
+        let timers = crate::clock::timers(&c, &cal.calendar, &ctx.policy);
+        assert_eq!(timers.len(), 2);
+        store::clocks::replace_timers(&mut tx, &["x".to_string()], &timers)
+            .await
+            .unwrap();
+        assert!(
+            store::clocks::mark_fired(&mut tx, timers[0].id, now)
+                .await
+                .unwrap()
+        );
+        // Two saves in a batch: version 1 → 3.
+        let mut changed = c.clone();
+        changed.note(now, "test", "changed");
+        changed.version = 3;
+        assert_eq!(
+            store::clocks::update_many(&mut tx, &[(&changed, 2)])
+                .await
+                .unwrap(),
+            0,
+            "read at a version the row is not at"
+        );
+        assert_eq!(
+            store::clocks::update_many(&mut tx, &[(&changed, 1)])
+                .await
+                .unwrap(),
+            1
+        );
+        // Replacing the timers again: the fired one stays fired, the other is re-made.
+        store::clocks::replace_timers(&mut tx, &["x".to_string()], &timers)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        let stored = store::clocks::get(db.pool(), "x").await.unwrap().unwrap();
+        assert_eq!(stored.version, 3);
+        assert_eq!(stored.history.len(), 1);
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT id, fired FROM timers WHERE case_id = 'x' ORDER BY id")
+                .fetch_all(db.pool())
+                .await
+                .unwrap();
+        let mut want: Vec<(i64, i64)> = timers
+            .iter()
+            .map(|t| (t.id, i64::from(t.id == timers[0].id)))
+            .collect();
+        want.sort_unstable();
+        assert_eq!(rows, want);
+        db.close().await;
+    }
+
+    backend_tests!(
+        a_batch_writes_what_its_events_one_by_one_write,
+        batch_writes_keep_the_version_check_and_fired_timers
+    );
 }
