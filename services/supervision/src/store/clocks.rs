@@ -788,3 +788,22 @@ pub async fn set_unit_levels(tx: &mut Tx, levels: &[(String, i32)]) -> Result<()
     .await?;
     Ok(())
 }
+
+/// The cases, sorted, of those of the timers `ids` not fired yet: a statement per few hundred.
+pub async fn cases_of_unfired(tx: &mut Tx, ids: &[i64]) -> Result<Vec<String>, StoreError> {
+    let mut out = std::collections::BTreeSet::new();
+    for chunk in ids.chunks(500) {
+        let sql = format!(
+            "SELECT DISTINCT case_id FROM timers WHERE fired = 0 AND id IN ({})",
+            minqing_kit::db::placeholders(chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for row in q.fetch_all(tx.conn()).await? {
+            out.insert(row.try_get::<String, _>("case_id")?);
+        }
+    }
+    Ok(out.into_iter().collect())
+}
