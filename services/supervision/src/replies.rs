@@ -3,6 +3,8 @@
 //! issue — rendered from a template and queued to every reporter it reaches. The delivery
 //! worker (`delivery.rs`) sends them by each reporter's chosen way.
 
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -194,44 +196,225 @@ pub struct Contact {
     pub place: Place,
 }
 
-/// Keeps what is needed to answer a newly submitted case's reporter.
-pub async fn remember_case(tx: &mut Tx, case: &ipb::Case, now: Micros) -> Result<(), Error> {
-    let Some(id) = case.name.strip_prefix("cases/") else {
-        return Ok(());
-    };
-    let reporter = case.reporter.clone().unwrap_or_default();
-    let contact = reporter.contact.unwrap_or_default();
-    let place = case.place.clone().unwrap_or_default();
-    let c = Contact {
-        case_id: id.to_string(),
-        anonymous: reporter.anonymous,
-        method: contact.preferred_method,
-        needs_visit: contact.needs_appointed_visit,
-        name: contact.name,
-        phone: contact.phone,
-        postal_address: contact.postal_address,
-        online_address: contact.online_address,
-        visit_note: contact.visit_note,
-        recorded_by: case.recorded_by.clone(),
-        place: Place {
-            district: place.district,
-            street: place.street,
-            community: place.community,
-            grid: place.grid,
-            building: place.building,
-        },
-    };
-    store::replies::put_contact(tx, &c, now).await?;
-    if !case.cluster.is_empty() {
-        store::replies::set_cluster(tx, std::slice::from_ref(&case.name), &case.cluster).await?;
-    }
-    Ok(())
+/// What a batch of events reads and writes about replies: reporters' contacts, cluster
+/// membership, replies and their deliveries. Reads are made for the whole batch up front
+/// ([`Replies::prefetch`]) and, for anything not foreseen, one at a time when first needed;
+/// writes are kept, in order, to be made with a few multi-row statements at the batch's end
+/// ([`Replies::flush`]). Everything reads as if each event's writes had been made at once:
+/// a contact or a cluster change of an earlier event of the batch counts for a later one.
+#[derive(Debug, Default)]
+pub(crate) struct Replies {
+    /// Contact methods stored, by case (`None`: no contact stored).
+    stored_methods: HashMap<String, Option<i32>>,
+    /// Clusters stored, by case ("" none).
+    stored_cluster: HashMap<String, String>,
+    /// Members stored, by cluster.
+    stored_members: HashMap<String, BTreeSet<String>>,
+    /// Contacts kept by this batch, the first of each case, in order.
+    contacts: Vec<(Contact, Micros)>,
+    /// Contact methods kept by this batch, by case (the first kept).
+    new_methods: HashMap<String, i32>,
+    /// Clusters set by this batch, by case (the last set).
+    clusters: BTreeMap<String, String>,
+    /// Replies made by this batch, in order.
+    replies: Vec<NewReply>,
+    /// Their dedupe keys.
+    dedupes: HashSet<String>,
 }
 
-/// Records cluster membership.
-pub async fn set_cluster(tx: &mut Tx, cases: &[String], cluster: &str) -> Result<(), Error> {
-    store::replies::set_cluster(tx, cases, cluster).await?;
-    Ok(())
+#[derive(Debug)]
+struct NewReply {
+    reply: Reply,
+    dedupe: String,
+    deliveries: Vec<Delivery>,
+    /// Its `ReplyQueued` event's place among the batch's events.
+    event: usize,
+}
+
+impl Replies {
+    /// Reads, in two statements for all, what answering `case_ids` needs: their clusters,
+    /// their clusters' members, and the contacts of all of these.
+    pub(crate) async fn prefetch(&mut self, tx: &mut Tx, case_ids: &[String]) -> Result<(), Error> {
+        let ids: Vec<String> = case_ids
+            .iter()
+            .filter(|c| !self.stored_cluster.contains_key(*c))
+            .cloned()
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let rows = store::replies::clusters_around(tx, &ids).await?;
+        let mut of_case: HashMap<&str, &str> = HashMap::new();
+        for (case, cluster) in &rows {
+            of_case.insert(case, cluster);
+        }
+        let mut wanted: BTreeSet<String> = ids.iter().cloned().collect();
+        for id in &ids {
+            let cluster = of_case.get(id.as_str()).copied().unwrap_or_default();
+            self.stored_cluster.insert(id.clone(), cluster.to_string());
+            if !cluster.is_empty() && !self.stored_members.contains_key(cluster) {
+                let members: BTreeSet<String> = rows
+                    .iter()
+                    .filter(|(_, c)| c == cluster)
+                    .map(|(case, _)| case.clone())
+                    .collect();
+                wanted.extend(members.iter().cloned());
+                self.stored_members.insert(cluster.to_string(), members);
+            }
+        }
+        self.fetch_methods(tx, wanted.into_iter().collect()).await
+    }
+
+    async fn fetch_methods(&mut self, tx: &mut Tx, ids: Vec<String>) -> Result<(), Error> {
+        let ids: Vec<String> = ids
+            .into_iter()
+            .filter(|c| !self.stored_methods.contains_key(c))
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let found = store::replies::contact_methods(tx, &ids).await?;
+        for id in ids {
+            let method = found.get(&id).copied();
+            self.stored_methods.insert(id, method);
+        }
+        Ok(())
+    }
+
+    /// The cluster of a case ("" when none).
+    async fn cluster_of(&mut self, tx: &mut Tx, case_id: &str) -> Result<String, Error> {
+        if let Some(c) = self.clusters.get(case_id) {
+            return Ok(c.clone());
+        }
+        if !self.stored_cluster.contains_key(case_id) {
+            let c = store::replies::cluster_of(tx, case_id).await?;
+            self.stored_cluster.insert(case_id.to_string(), c);
+        }
+        Ok(self
+            .stored_cluster
+            .get(case_id)
+            .cloned()
+            .unwrap_or_default())
+    }
+
+    /// The cases of a cluster, in case order.
+    async fn members(&mut self, tx: &mut Tx, cluster: &str) -> Result<Vec<String>, Error> {
+        if !self.stored_members.contains_key(cluster) {
+            let m = store::replies::members(tx, cluster).await?;
+            self.stored_members
+                .insert(cluster.to_string(), m.into_iter().collect());
+        }
+        let mut out: BTreeSet<String> = self
+            .stored_members
+            .get(cluster)
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|case| self.clusters.get(case).is_none_or(|c| c == cluster))
+            .collect();
+        out.extend(
+            self.clusters
+                .iter()
+                .filter(|(_, c)| c.as_str() == cluster)
+                .map(|(case, _)| case.clone()),
+        );
+        Ok(out.into_iter().collect())
+    }
+
+    /// A reporter's contact method (0 when no contact is kept).
+    async fn method(&mut self, tx: &mut Tx, case_id: &str) -> Result<i32, Error> {
+        if !self.stored_methods.contains_key(case_id) {
+            self.fetch_methods(tx, vec![case_id.to_string()]).await?;
+        }
+        Ok(match self.stored_methods.get(case_id) {
+            Some(Some(m)) => *m,
+            _ => self.new_methods.get(case_id).copied().unwrap_or(0),
+        })
+    }
+
+    /// Keeps what is needed to answer a newly submitted case's reporter.
+    pub(crate) fn remember_case(&mut self, case: &ipb::Case, now: Micros) {
+        let Some(id) = case.name.strip_prefix("cases/") else {
+            return;
+        };
+        let reporter = case.reporter.clone().unwrap_or_default();
+        let contact = reporter.contact.unwrap_or_default();
+        let place = case.place.clone().unwrap_or_default();
+        let c = Contact {
+            case_id: id.to_string(),
+            anonymous: reporter.anonymous,
+            method: contact.preferred_method,
+            needs_visit: contact.needs_appointed_visit,
+            name: contact.name,
+            phone: contact.phone,
+            postal_address: contact.postal_address,
+            online_address: contact.online_address,
+            visit_note: contact.visit_note,
+            recorded_by: case.recorded_by.clone(),
+            place: Place {
+                district: place.district,
+                street: place.street,
+                community: place.community,
+                grid: place.grid,
+                building: place.building,
+            },
+        };
+        // Only the first contact of a case is kept (the store's insert does nothing after).
+        if !self.new_methods.contains_key(id) {
+            self.new_methods.insert(id.to_string(), c.method);
+            self.contacts.push((c, now));
+        }
+        if !case.cluster.is_empty() {
+            self.set_cluster(std::slice::from_ref(&case.name), &case.cluster);
+        }
+    }
+
+    /// Records cluster membership ("" takes the cases out); `cases` are names ("cases/{id}").
+    pub(crate) fn set_cluster(&mut self, cases: &[String], cluster: &str) {
+        for id in cases.iter().filter_map(|c| c.strip_prefix("cases/")) {
+            self.clusters.insert(id.to_string(), cluster.to_string());
+        }
+    }
+
+    /// Makes the batch's writes: contacts, cluster membership, and the replies whose dedupe
+    /// key no earlier batch used, with their deliveries. The `ReplyQueued` events of the
+    /// others are taken out of `out`. True when a reply was queued.
+    pub(crate) async fn flush(self, tx: &mut Tx, out: &mut Pending) -> Result<bool, Error> {
+        store::replies::put_contacts(tx, &self.contacts).await?;
+        let clusters: Vec<(String, String)> = self.clusters.into_iter().collect();
+        store::replies::set_clusters(tx, &clusters).await?;
+        if self.replies.is_empty() {
+            return Ok(false);
+        }
+        let keys: Vec<String> = self.replies.iter().map(|r| r.dedupe.clone()).collect();
+        let used = store::replies::used_dedupes(tx, &keys).await?;
+        let (new, old): (Vec<NewReply>, Vec<NewReply>) = self
+            .replies
+            .into_iter()
+            .partition(|r| !used.contains(&r.dedupe));
+        if !old.is_empty() {
+            let drop: HashSet<usize> = old.iter().map(|r| r.event).collect();
+            let mut i = 0;
+            out.rows.retain(|_| {
+                let keep = !drop.contains(&i);
+                i += 1;
+                keep
+            });
+        }
+        if new.is_empty() {
+            return Ok(false);
+        }
+        let rows: Vec<(&Reply, &str)> = new.iter().map(|r| (&r.reply, r.dedupe.as_str())).collect();
+        if store::replies::insert_replies(tx, &rows).await? != rows.len() as u64 {
+            // Another transaction answered the same step meanwhile: the batch again.
+            return Err(Error::Conflict);
+        }
+        let deliveries: Vec<Delivery> = new.into_iter().flat_map(|r| r.deliveries).collect();
+        store::replies::insert_deliveries(tx, &deliveries).await?;
+        Ok(true)
+    }
 }
 
 /// Makes the reply a step of the case calls for, once, and queues it to every reporter it
@@ -239,12 +422,13 @@ pub async fn set_cluster(tx: &mut Tx, cases: &[String], cluster: &str) -> Result
 pub(crate) async fn on_answer(
     s: &Step<'_>,
     tx: &mut Tx,
+    b: &mut Replies,
     out: &mut Pending,
     clock: &Clock,
     trigger: Trigger,
     detail: &str,
 ) -> Result<(), Error> {
-    let cluster = store::replies::cluster_of(tx, &clock.case_id).await?;
+    let cluster = b.cluster_of(tx, &clock.case_id).await?;
     let collective = trigger.collective() && !cluster.is_empty();
     let dedupe = if collective {
         format!("{cluster}|{}", trigger.slug())
@@ -259,8 +443,12 @@ pub(crate) async fn on_answer(
             clock.generation
         )
     };
+    // Made already in this batch (or, found at its end, by an earlier one): once only.
+    if b.dedupes.contains(&dedupe) {
+        return Ok(());
+    }
     let recipients = if collective {
-        store::replies::members(tx, &cluster).await?
+        b.members(tx, &cluster).await?
     } else {
         vec![clock.case_id.clone()]
     };
@@ -281,15 +469,10 @@ pub(crate) async fn on_answer(
         text,
         create_time: s.now,
     };
-    if !store::replies::insert_reply(tx, &reply, &dedupe).await? {
-        return Ok(());
-    }
     let mut deliveries = Vec::new();
     for case_id in recipients {
-        let method = store::replies::contact(tx.conn(), &case_id)
-            .await?
-            .map_or(0, |c| c.method);
-        let d = Delivery {
+        let method = b.method(tx, &case_id).await?;
+        deliveries.push(Delivery {
             id: uuid::Uuid::now_v7().to_string(),
             reply_id: reply.id.clone(),
             case_id,
@@ -302,14 +485,19 @@ pub(crate) async fn on_answer(
             appointment: String::new(),
             update_time: s.now,
             version: 1,
-        };
-        store::replies::insert_delivery(tx, &d).await?;
-        deliveries.push(d);
+        });
     }
     let e = pb::ReplyQueued {
         reply: Some(crate::grpc::convert::reply(&reply, &deliveries)),
     };
+    let event = out.rows.len();
     crate::flow::event(out, s.meta, clock, &e, s.now);
-    s.ctx.deliveries_ready.notify_one();
+    b.dedupes.insert(dedupe.clone());
+    b.replies.push(NewReply {
+        reply,
+        dedupe,
+        deliveries,
+        event,
+    });
     Ok(())
 }

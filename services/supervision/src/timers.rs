@@ -187,6 +187,17 @@ async fn fire_batch(ctx: &Ctx, due: &[(Micros, i64)]) -> Result<Vec<(Micros, i64
     let mut tx = ctx.db.begin().await?;
     let mut out = Pending::default();
     let ids: Vec<i64> = due.iter().map(|(_, id)| *id).collect();
+    // On PostgreSQL the clocks are locked first, in case order, as the feed consumers lock
+    // them before touching their timers: marking the timers first (locking their rows) and
+    // then waiting for a clock a consumer holds while it waits to replace those timers would
+    // be a deadlock.
+    let mut locked: HashMap<String, crate::clock::Clock> = HashMap::new();
+    if tx.backend() == minqing_kit::db::Backend::Postgres {
+        let cases = store::clocks::cases_of_unfired(&mut tx, &ids).await?;
+        for c in store::clocks::lock_many(&mut tx, &cases).await? {
+            locked.insert(c.case_id.clone(), c);
+        }
+    }
     let fired = store::clocks::fire_timers(&mut tx, &ids, now).await?;
     let marked = started.elapsed();
     let found: std::collections::HashSet<i64> = fired.iter().map(|t| t.id).collect();
@@ -198,10 +209,14 @@ async fn fire_batch(ctx: &Ctx, due: &[(Micros, i64)]) -> Result<Vec<(Micros, i64
     let mut cases: Vec<String> = fired.iter().map(|t| t.case_id.clone()).collect();
     cases.sort_unstable();
     cases.dedup();
+    // Clocks of timers that became visible after the lock was taken are read unlocked (their
+    // write still checks the version).
+    cases.retain(|c| !locked.contains_key(c));
     let mut clocks: HashMap<String, (crate::clock::Clock, crate::clock::Clock)> =
         store::clocks::get_many(&mut tx, &cases)
             .await?
             .into_iter()
+            .chain(locked.into_values())
             .map(|c| (c.case_id.clone(), (c.clone(), c)))
             .collect();
     let read = started.elapsed();

@@ -287,19 +287,6 @@ pub async fn all_unfired(db: &minqing_kit::db::Db) -> Result<Vec<(i64, i64)>, St
     Ok(out)
 }
 
-/// Records a unit's ladder level.
-pub async fn set_unit_level(tx: &mut Tx, unit: &str, level: i32) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO units (name, level) VALUES ($1, $2) \
-         ON CONFLICT (name) DO UPDATE SET level = excluded.level",
-    )
-    .bind(unit)
-    .bind(i64::from(level))
-    .execute(tx.conn())
-    .await?;
-    Ok(())
-}
-
 /// A unit's ladder level (0 unknown).
 pub async fn unit_level(tx: &mut Tx, unit: &str) -> Result<i32, StoreError> {
     let row = sqlx::query("SELECT level FROM units WHERE name = $1")
@@ -580,4 +567,243 @@ pub async fn save_fired(tx: &mut Tx, clocks: &mut [Clock]) -> Result<u64, StoreE
         }
     }
     Ok(written)
+}
+
+/// Clocks by case for a batch that changes them, `case_ids` sorted: a statement per few
+/// hundred ids. On PostgreSQL the rows are locked (`FOR UPDATE`) in case order (byte order,
+/// whatever the database's collation), so two batches locking clocks never wait on each other
+/// in a cycle, and no clock read can change before the batch writes it.
+pub async fn lock_many(tx: &mut Tx, case_ids: &[String]) -> Result<Vec<Clock>, StoreError> {
+    let tail = match tx.backend() {
+        minqing_kit::db::Backend::Postgres => " ORDER BY case_id COLLATE \"C\" FOR UPDATE",
+        minqing_kit::db::Backend::Sqlite => "",
+    };
+    let mut out = Vec::new();
+    for chunk in super::id_chunks(case_ids, 1) {
+        let sql = format!(
+            "SELECT version, calendar_version, doc FROM clocks WHERE case_id IN ({}){tail}",
+            minqing_kit::db::placeholders(chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(id.clone());
+        }
+        for row in q.fetch_all(tx.conn()).await? {
+            out.push(from_row(&row)?);
+        }
+    }
+    Ok(out)
+}
+
+fn clock_bytes(c: &Clock, doc: &str) -> usize {
+    let p = &c.place;
+    doc.len()
+        + c.case_id.len()
+        + c.unit.len()
+        + p.district.len()
+        + p.street.len()
+        + p.community.len()
+        + p.grid.len()
+        + p.building.len()
+        + c.city.len()
+        + 56
+}
+
+/// Inserts new clocks at their `version` (the saves a batch made of each) in a few multi-row
+/// statements; returns how many were inserted (fewer: some were inserted meanwhile by
+/// another transaction, and the caller's must not commit).
+pub async fn insert_new(tx: &mut Tx, clocks: &[&Clock]) -> Result<u64, StoreError> {
+    let rows = clocks
+        .iter()
+        .map(|c| Ok((*c, to_doc(*c)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    minqing_kit::db::execute_rows(
+        tx.conn(),
+        15,
+        rows,
+        |(c, doc)| clock_bytes(c, doc),
+        |values| {
+            format!(
+                "INSERT INTO clocks (case_id, state, unit, district, street, community, grid, \
+                    building, due_time, create_time, update_time, version, doc, city, \
+                    calendar_version) VALUES {values} ON CONFLICT (case_id) DO NOTHING"
+            )
+        },
+        |q, (c, doc)| {
+            let p = &c.place;
+            q.bind(c.case_id.clone())
+                .bind(i64::from(c.state.wire()))
+                .bind(c.unit.clone())
+                .bind(p.district.clone())
+                .bind(p.street.clone())
+                .bind(p.community.clone())
+                .bind(p.grid.clone())
+                .bind(p.building.clone())
+                .bind(c.due.unwrap_or(0))
+                .bind(c.create_time)
+                .bind(c.update_time)
+                .bind(c.version)
+                .bind(doc)
+                .bind(c.city.clone())
+                .bind(c.calendar_version)
+        },
+    )
+    .await
+}
+
+/// Writes stored clocks a batch changed, `(clock, version read)`, in a few multi-row
+/// statements, each only if still at the version read, to its new `version`; returns how
+/// many were written (fewer: some changed underneath, and the caller's transaction must not
+/// commit).
+pub async fn update_many(tx: &mut Tx, clocks: &[(&Clock, i64)]) -> Result<u64, StoreError> {
+    let rows = clocks
+        .iter()
+        .map(|(c, read)| Ok((*c, *read, to_doc(*c)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    minqing_kit::db::execute_rows(
+        tx.conn(),
+        15,
+        rows,
+        |(c, _, doc)| clock_bytes(c, doc),
+        |values| {
+            format!(
+                "WITH v (case_id, read_version, version, state, unit, district, street, \
+                    community, grid, building, due_time, update_time, doc, city, \
+                    calendar_version) AS (VALUES {values}) \
+                 UPDATE clocks SET state = v.state, unit = v.unit, district = v.district, \
+                    street = v.street, community = v.community, grid = v.grid, \
+                    building = v.building, due_time = v.due_time, update_time = v.update_time, \
+                    doc = v.doc, city = v.city, calendar_version = v.calendar_version, \
+                    version = v.version \
+                 FROM v WHERE clocks.case_id = v.case_id AND clocks.version = v.read_version"
+            )
+        },
+        |q, (c, read, doc)| {
+            let p = &c.place;
+            q.bind(c.case_id.clone())
+                .bind(read)
+                .bind(c.version)
+                .bind(i64::from(c.state.wire()))
+                .bind(c.unit.clone())
+                .bind(p.district.clone())
+                .bind(p.street.clone())
+                .bind(p.community.clone())
+                .bind(p.grid.clone())
+                .bind(p.building.clone())
+                .bind(c.due.unwrap_or(0))
+                .bind(c.update_time)
+                .bind(doc)
+                .bind(c.city.clone())
+                .bind(c.calendar_version)
+        },
+    )
+    .await
+}
+
+/// Replaces the unfired timers of the cases `case_ids` with `timers`, as [`set_timers`] does
+/// for one: one delete and one insert per statement-size chunk for all of them. A timer that
+/// already fired keeps its mark (its id is the same), so it never fires twice.
+pub async fn replace_timers(
+    tx: &mut Tx,
+    case_ids: &[String],
+    timers: &[Timer],
+) -> Result<(), StoreError> {
+    minqing_kit::db::execute_rows(
+        tx.conn(),
+        1,
+        case_ids,
+        |id| id.len() + 8,
+        |values| {
+            format!(
+                "WITH v (case_id) AS (VALUES {values}) \
+                 DELETE FROM timers WHERE fired = 0 AND case_id IN (SELECT case_id FROM v)"
+            )
+        },
+        |q, id| q.bind(id.clone()),
+    )
+    .await?;
+    minqing_kit::db::execute_rows(
+        tx.conn(),
+        7,
+        timers,
+        |t| t.case_id.len() + 48,
+        |values| {
+            format!(
+                "INSERT INTO timers (id, case_id, kind, step, fire_time, fired, fired_time) \
+                 VALUES {values} ON CONFLICT (id) DO NOTHING"
+            )
+        },
+        |q, t| {
+            q.bind(t.id)
+                .bind(t.case_id.clone())
+                .bind(t.kind.wire())
+                .bind(i64::from(t.step))
+                .bind(t.fire)
+                .bind(0_i64)
+                .bind(0_i64)
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// The ladder levels of `units` known (a unit not listed is unknown: level 0).
+pub async fn unit_levels(
+    tx: &mut Tx,
+    units: &[String],
+) -> Result<std::collections::HashMap<String, i32>, StoreError> {
+    let mut out = std::collections::HashMap::new();
+    for chunk in super::id_chunks(units, 1) {
+        let sql = format!(
+            "SELECT name, level FROM units WHERE name IN ({})",
+            minqing_kit::db::placeholders(chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for u in chunk {
+            q = q.bind(u.clone());
+        }
+        for row in q.fetch_all(tx.conn()).await? {
+            let level = i32::try_from(row.try_get::<i64, _>("level")?).unwrap_or(0);
+            out.insert(row.try_get::<String, _>("name")?, level);
+        }
+    }
+    Ok(out)
+}
+
+/// Records units' ladder levels, each unit once, in a few multi-row statements.
+pub async fn set_unit_levels(tx: &mut Tx, levels: &[(String, i32)]) -> Result<(), StoreError> {
+    minqing_kit::db::execute_rows(
+        tx.conn(),
+        2,
+        levels,
+        |(name, _)| name.len() + 16,
+        |values| {
+            format!(
+                "INSERT INTO units (name, level) VALUES {values} \
+                 ON CONFLICT (name) DO UPDATE SET level = excluded.level"
+            )
+        },
+        |q, (name, level)| q.bind(name.clone()).bind(i64::from(*level)),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The cases, sorted, of those of the timers `ids` not fired yet: a statement per few hundred.
+pub async fn cases_of_unfired(tx: &mut Tx, ids: &[i64]) -> Result<Vec<String>, StoreError> {
+    let mut out = std::collections::BTreeSet::new();
+    for chunk in ids.chunks(500) {
+        let sql = format!(
+            "SELECT DISTINCT case_id FROM timers WHERE fired = 0 AND id IN ({})",
+            minqing_kit::db::placeholders(chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(*id);
+        }
+        for row in q.fetch_all(tx.conn()).await? {
+            out.insert(row.try_get::<String, _>("case_id")?);
+        }
+    }
+    Ok(out.into_iter().collect())
 }

@@ -101,3 +101,50 @@ pub(crate) fn to_doc<T: Serialize>(value: &T) -> Result<String, StoreError> {
 pub(crate) fn from_doc<T: DeserializeOwned>(doc: &str) -> Result<T, StoreError> {
     serde_json::from_str(doc).map_err(|e| decode_error("document", e))
 }
+
+/// Cuts `ids` into chunks for `IN (…)` lists of `per_id` placeholders an id: each chunk stays
+/// under the statement-size cap routing's multi-row writes use
+/// ([`minqing_kit::db::MAX_STATEMENT_BYTES`] of values), under the bind-parameter limit and
+/// under [`minqing_kit::db::MAX_ROWS_PER_STATEMENT`] ids.
+pub(crate) fn id_chunks(ids: &[String], per_id: usize) -> Vec<&[String]> {
+    let per_id = per_id.max(1);
+    let most = (minqing_kit::db::MAX_PARAMETERS / per_id)
+        .clamp(1, minqing_kit::db::MAX_ROWS_PER_STATEMENT);
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0;
+    for (i, id) in ids.iter().enumerate() {
+        let n = (id.len() + 8) * per_id;
+        if i > start && (i - start >= most || bytes + n > minqing_kit::db::MAX_STATEMENT_BYTES) {
+            out.push(&ids[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += n;
+    }
+    if start < ids.len() {
+        out.push(&ids[start..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn id_chunks_stay_under_the_caps_and_keep_every_id_in_order() {
+        let ids: Vec<String> = (0..2_000).map(|i| format!("{i:036}")).collect();
+        let chunks = super::id_chunks(&ids, 2);
+        assert!(chunks.len() > 1);
+        for c in &chunks {
+            assert!(!c.is_empty());
+            let bytes: usize = c.iter().map(|id| (id.len() + 8) * 2).sum();
+            assert!(bytes <= minqing_kit::db::MAX_STATEMENT_BYTES, "{bytes}");
+        }
+        let joined: Vec<String> = chunks.concat();
+        assert_eq!(joined, ids);
+        assert!(super::id_chunks(&[], 1).is_empty());
+        // One id larger than the cap still goes, alone.
+        let big = vec!["x".repeat(20_000), "y".into()];
+        assert_eq!(super::id_chunks(&big, 1).len(), 2);
+    }
+}

@@ -6,35 +6,6 @@ use super::{from_doc, to_doc};
 use crate::replies::{Appointment, Contact, Delivery, DeliveryState, Reply};
 use minqing_kit::{db::Tx, error::StoreError, time::Micros};
 
-/// Keeps a reporter's contact (the first time the case is seen).
-pub async fn put_contact(tx: &mut Tx, c: &Contact, now: Micros) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO case_contacts (case_id, anonymous, method, needs_visit, name, phone, \
-            postal_address, online_address, visit_note, recorded_by, district, street, \
-            community, grid, create_time) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15) \
-         ON CONFLICT (case_id) DO NOTHING",
-    )
-    .bind(&c.case_id)
-    .bind(i64::from(c.anonymous))
-    .bind(i64::from(c.method))
-    .bind(i64::from(c.needs_visit))
-    .bind(&c.name)
-    .bind(&c.phone)
-    .bind(&c.postal_address)
-    .bind(&c.online_address)
-    .bind(&c.visit_note)
-    .bind(&c.recorded_by)
-    .bind(&c.place.district)
-    .bind(&c.place.street)
-    .bind(&c.place.community)
-    .bind(&c.place.grid)
-    .bind(now)
-    .execute(tx.conn())
-    .await?;
-    Ok(())
-}
-
 /// A reporter's contact.
 pub async fn contact<'c, E: Executor<'c, Database = Any>>(
     db: E,
@@ -72,32 +43,6 @@ pub async fn contact<'c, E: Executor<'c, Database = Any>>(
     }))
 }
 
-/// Puts cases in a cluster ("" takes them out): one multi-row statement for all of them (a
-/// cluster's event names every member, so a statement a case would make clusters of
-/// hundreds cost hundreds of round trips per report).
-pub async fn set_cluster(tx: &mut Tx, cases: &[String], cluster: &str) -> Result<(), StoreError> {
-    // Each case once: a statement may not upsert the same row twice.
-    let ids: std::collections::BTreeSet<&str> = cases
-        .iter()
-        .filter_map(|c| c.strip_prefix("cases/"))
-        .collect();
-    minqing_kit::db::execute_rows(
-        tx.conn(),
-        2,
-        ids,
-        |id| id.len() + cluster.len() + 8,
-        |values| {
-            format!(
-                "INSERT INTO cluster_members (case_id, cluster) VALUES {values} \
-                 ON CONFLICT (case_id) DO UPDATE SET cluster = excluded.cluster"
-            )
-        },
-        |q, id| q.bind(id.to_string()).bind(cluster.to_string()),
-    )
-    .await?;
-    Ok(())
-}
-
 /// The cluster of a case ("" when none).
 pub async fn cluster_of(tx: &mut Tx, case_id: &str) -> Result<String, StoreError> {
     let row = sqlx::query("SELECT cluster FROM cluster_members WHERE case_id = $1")
@@ -120,23 +65,6 @@ pub async fn members(tx: &mut Tx, cluster: &str) -> Result<Vec<String>, StoreErr
     rows.iter()
         .map(|r| Ok(r.try_get::<String, _>("case_id")?))
         .collect()
-}
-
-/// Inserts a reply unless its `dedupe` key was used; true when new.
-pub async fn insert_reply(tx: &mut Tx, r: &Reply, dedupe: &str) -> Result<bool, StoreError> {
-    let done = sqlx::query(
-        "INSERT INTO replies (id, case_id, cluster, dedupe, create_time, doc) \
-         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (dedupe) DO NOTHING",
-    )
-    .bind(&r.id)
-    .bind(&r.case_id)
-    .bind(&r.cluster)
-    .bind(dedupe)
-    .bind(r.create_time)
-    .bind(to_doc(r)?)
-    .execute(tx.conn())
-    .await?;
-    Ok(done.rows_affected() == 1)
 }
 
 /// A reply by id.
@@ -190,29 +118,6 @@ fn delivery(r: &sqlx::any::AnyRow) -> Result<Delivery, StoreError> {
         update_time: r.try_get("update_time")?,
         version: r.try_get("version")?,
     })
-}
-
-/// Inserts a delivery.
-pub async fn insert_delivery(tx: &mut Tx, d: &Delivery) -> Result<(), StoreError> {
-    let sql = format!(
-        "INSERT INTO deliveries ({DELIVERY_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 1)"
-    );
-    sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(&d.id)
-        .bind(&d.reply_id)
-        .bind(&d.case_id)
-        .bind(i64::from(d.method))
-        .bind(i64::from(d.state.wire()))
-        .bind(i64::from(d.attempts))
-        .bind(d.next_attempt_time)
-        .bind(&d.last_error)
-        .bind(d.delivered_time)
-        .bind(&d.appointment)
-        .bind(d.update_time)
-        .execute(tx.conn())
-        .await?;
-    Ok(())
 }
 
 /// Writes a delivery if still at its version; false when it changed underneath.
@@ -385,4 +290,216 @@ pub async fn appointments<'c, E: Executor<'c, Database = Any>>(
     }
     let rows = q.bind(limit).fetch_all(db).await?;
     rows.iter().map(appointment).collect()
+}
+
+/// The cluster rows of `case_ids` and of every other member of their clusters,
+/// `(case_id, cluster)`: a statement per few hundred cases.
+pub async fn clusters_around(
+    tx: &mut Tx,
+    case_ids: &[String],
+) -> Result<Vec<(String, String)>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in super::id_chunks(case_ids, 2) {
+        let n = chunk.len();
+        let first = minqing_kit::db::placeholders(n);
+        let second = (n + 1..=2 * n)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT case_id, cluster FROM cluster_members WHERE case_id IN ({first}) \
+             OR cluster IN (SELECT cluster FROM cluster_members \
+                WHERE case_id IN ({second}) AND cluster <> '')"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk.iter().chain(chunk) {
+            q = q.bind(id.clone());
+        }
+        for row in q.fetch_all(tx.conn()).await? {
+            out.push((row.try_get("case_id")?, row.try_get("cluster")?));
+        }
+    }
+    Ok(out)
+}
+
+/// The contact methods kept for `case_ids` (a case not listed has no contact).
+pub async fn contact_methods(
+    tx: &mut Tx,
+    case_ids: &[String],
+) -> Result<std::collections::HashMap<String, i32>, StoreError> {
+    let mut out = std::collections::HashMap::new();
+    for chunk in super::id_chunks(case_ids, 1) {
+        let sql = format!(
+            "SELECT case_id, method FROM case_contacts WHERE case_id IN ({})",
+            minqing_kit::db::placeholders(chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(id.clone());
+        }
+        for row in q.fetch_all(tx.conn()).await? {
+            let method = i32::try_from(row.try_get::<i64, _>("method")?).unwrap_or(0);
+            out.insert(row.try_get::<String, _>("case_id")?, method);
+        }
+    }
+    Ok(out)
+}
+
+/// Keeps reporters' contacts (each only the first time its case is seen), each case once,
+/// in a few multi-row statements.
+pub async fn put_contacts(tx: &mut Tx, contacts: &[(Contact, Micros)]) -> Result<(), StoreError> {
+    minqing_kit::db::execute_rows(
+        tx.conn(),
+        15,
+        contacts,
+        |(c, _)| {
+            c.case_id.len()
+                + c.name.len()
+                + c.phone.len()
+                + c.postal_address.len()
+                + c.online_address.len()
+                + c.visit_note.len()
+                + c.recorded_by.len()
+                + c.place.district.len()
+                + c.place.street.len()
+                + c.place.community.len()
+                + c.place.grid.len()
+                + 48
+        },
+        |values| {
+            format!(
+                "INSERT INTO case_contacts (case_id, anonymous, method, needs_visit, name, \
+                    phone, postal_address, online_address, visit_note, recorded_by, district, \
+                    street, community, grid, create_time) VALUES {values} \
+                 ON CONFLICT (case_id) DO NOTHING"
+            )
+        },
+        |q, (c, now)| {
+            q.bind(c.case_id.clone())
+                .bind(i64::from(c.anonymous))
+                .bind(i64::from(c.method))
+                .bind(i64::from(c.needs_visit))
+                .bind(c.name.clone())
+                .bind(c.phone.clone())
+                .bind(c.postal_address.clone())
+                .bind(c.online_address.clone())
+                .bind(c.visit_note.clone())
+                .bind(c.recorded_by.clone())
+                .bind(c.place.district.clone())
+                .bind(c.place.street.clone())
+                .bind(c.place.community.clone())
+                .bind(c.place.grid.clone())
+                .bind(*now)
+        },
+    )
+    .await?;
+    Ok(())
+}
+
+/// Puts each case (an id, without "cases/") in its cluster ("" takes it out), each case
+/// once, in a few multi-row statements.
+pub async fn set_clusters(tx: &mut Tx, members: &[(String, String)]) -> Result<(), StoreError> {
+    minqing_kit::db::execute_rows(
+        tx.conn(),
+        2,
+        members,
+        |(id, cluster)| id.len() + cluster.len() + 8,
+        |values| {
+            format!(
+                "INSERT INTO cluster_members (case_id, cluster) VALUES {values} \
+                 ON CONFLICT (case_id) DO UPDATE SET cluster = excluded.cluster"
+            )
+        },
+        |q, (id, cluster)| q.bind(id.clone()).bind(cluster.clone()),
+    )
+    .await?;
+    Ok(())
+}
+
+/// Which of the `dedupe` keys replies already took.
+pub async fn used_dedupes(
+    tx: &mut Tx,
+    keys: &[String],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut out = std::collections::HashSet::new();
+    for chunk in super::id_chunks(keys, 1) {
+        let sql = format!(
+            "SELECT dedupe FROM replies WHERE dedupe IN ({})",
+            minqing_kit::db::placeholders(chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for k in chunk {
+            q = q.bind(k.clone());
+        }
+        for row in q.fetch_all(tx.conn()).await? {
+            out.insert(row.try_get::<String, _>("dedupe")?);
+        }
+    }
+    Ok(out)
+}
+
+/// Inserts replies, `(reply, dedupe)`, in a few multi-row statements, each unless its
+/// `dedupe` key was used; returns how many were inserted.
+pub async fn insert_replies(tx: &mut Tx, replies: &[(&Reply, &str)]) -> Result<u64, StoreError> {
+    let rows = replies
+        .iter()
+        .map(|(r, dedupe)| Ok((*r, *dedupe, to_doc(*r)?)))
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    minqing_kit::db::execute_rows(
+        tx.conn(),
+        6,
+        rows,
+        |(r, dedupe, doc)| {
+            r.id.len() + r.case_id.len() + r.cluster.len() + dedupe.len() + doc.len() + 16
+        },
+        |values| {
+            format!(
+                "INSERT INTO replies (id, case_id, cluster, dedupe, create_time, doc) \
+                 VALUES {values} ON CONFLICT (dedupe) DO NOTHING"
+            )
+        },
+        |q, (r, dedupe, doc)| {
+            q.bind(r.id.clone())
+                .bind(r.case_id.clone())
+                .bind(r.cluster.clone())
+                .bind(dedupe.to_string())
+                .bind(r.create_time)
+                .bind(doc)
+        },
+    )
+    .await
+}
+
+/// Inserts deliveries in a few multi-row statements.
+pub async fn insert_deliveries(tx: &mut Tx, deliveries: &[Delivery]) -> Result<(), StoreError> {
+    minqing_kit::db::execute_rows(
+        tx.conn(),
+        12,
+        deliveries,
+        |d| {
+            d.id.len()
+                + d.reply_id.len()
+                + d.case_id.len()
+                + d.last_error.len()
+                + d.appointment.len()
+                + 64
+        },
+        |values| format!("INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES {values}"),
+        |q, d| {
+            q.bind(d.id.clone())
+                .bind(d.reply_id.clone())
+                .bind(d.case_id.clone())
+                .bind(i64::from(d.method))
+                .bind(i64::from(d.state.wire()))
+                .bind(i64::from(d.attempts))
+                .bind(d.next_attempt_time)
+                .bind(d.last_error.clone())
+                .bind(d.delivered_time)
+                .bind(d.appointment.clone())
+                .bind(d.update_time)
+                .bind(d.version)
+        },
+    )
+    .await?;
+    Ok(())
 }
