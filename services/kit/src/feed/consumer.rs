@@ -171,6 +171,9 @@ pub struct Consumer<A> {
     source: FeedSource,
     apply: A,
     opts: ConsumerOptions,
+    /// Batches applied (or moved past) so far: a session that made progress before failing
+    /// starts the retry backoff afresh.
+    batches: std::sync::atomic::AtomicU64,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -197,6 +200,7 @@ impl<A: Apply> Consumer<A> {
             source,
             apply,
             opts,
+            batches: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -205,7 +209,12 @@ impl<A: Apply> Consumer<A> {
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(100);
         while !shutdown.is_cancelled() {
-            let wait = match self.session(&shutdown).await {
+            let before = self.batches.load(std::sync::atomic::Ordering::Relaxed);
+            let result = self.session(&shutdown).await;
+            if self.batches.load(std::sync::atomic::Ordering::Relaxed) != before {
+                backoff = Duration::from_millis(100);
+            }
+            let wait = match result {
                 Ok(()) => break,
                 Err(End::NotHolder) => self.opts.lease_ttl / 3,
                 Err(err @ (End::LostLease | End::StreamEnded)) => {
@@ -337,6 +346,8 @@ impl<A: Apply> Consumer<A> {
                 advance_micros = (started.elapsed() - read).as_micros() as u64,
                 "moved past a batch that changes nothing"
             );
+            self.batches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(());
         }
         let mut tx = self.db.begin().await?;
@@ -363,6 +374,8 @@ impl<A: Apply> Consumer<A> {
         if let Some(last) = batch.events.last() {
             crate::telemetry::record_feed_lag(&self.opts.name, last.create_time.as_ref());
         }
+        self.batches
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 
