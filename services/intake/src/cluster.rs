@@ -60,27 +60,40 @@ fn text_of(title: &str, description: &str) -> String {
 /// because strsim's `sorensen_dice` divides by byte length rather than character count, which
 /// scores Chinese text (three bytes a character) about three times too low.
 pub fn dice(a: &str, b: &str) -> f64 {
-    use std::collections::HashMap;
-    let pairs = |s: &str| -> Vec<(char, char)> {
-        let chars: Vec<char> = s.chars().filter(|c| !c.is_whitespace()).collect();
-        chars.windows(2).map(|w| (w[0], w[1])).collect()
-    };
-    let (pa, pb) = (pairs(a), pairs(b));
+    dice_with(&pairs(a), a, b)
+}
+
+/// [`dice`] with `a`'s pairs already made (a report is compared with many candidates).
+fn dice_with(pa: &[u64], a: &str, b: &str) -> f64 {
+    let pb = pairs(b);
     if pa.is_empty() || pb.is_empty() {
         return if a.trim() == b.trim() { 1.0 } else { 0.0 };
     }
-    let mut counts: HashMap<(char, char), usize> = HashMap::new();
-    for p in &pa {
-        *counts.entry(*p).or_default() += 1;
-    }
-    let mut shared = 0;
-    for p in &pb {
-        if let Some(n) = counts.get_mut(p).filter(|n| **n > 0) {
-            *n -= 1;
-            shared += 1;
+    // Both sorted: the pairs they share (as multisets) by one merge, with no map to build.
+    let (mut i, mut j, mut shared) = (0, 0, 0);
+    while i < pa.len() && j < pb.len() {
+        match pa[i].cmp(&pb[j]) {
+            std::cmp::Ordering::Less => i += 1,
+            std::cmp::Ordering::Greater => j += 1,
+            std::cmp::Ordering::Equal => {
+                shared += 1;
+                i += 1;
+                j += 1;
+            }
         }
     }
     (2 * shared) as f64 / (pa.len() + pb.len()) as f64
+}
+
+/// A text's adjacent character pairs (whitespace ignored), each packed in a `u64`, sorted.
+fn pairs(s: &str) -> Vec<u64> {
+    let chars: Vec<char> = s.chars().filter(|c| !c.is_whitespace()).collect();
+    let mut out: Vec<u64> = chars
+        .windows(2)
+        .map(|w| (u64::from(u32::from(w[0])) << 32) | u64::from(u32::from(w[1])))
+        .collect();
+    out.sort_unstable();
+    out
 }
 
 /// A new report, as its `CaseSubmitted` event tells of it: enough to look for duplicates
@@ -168,8 +181,12 @@ fn reports_of(events: &[events_pb::Event]) -> anyhow::Result<Vec<(NewReport, tra
     Ok(reports)
 }
 
-/// A batch's reports and their candidates, looked up before its transaction.
-type Looked = (Vec<(NewReport, tracing::Span)>, Vec<Vec<Candidate>>);
+/// Each report's best match: why it is the same place, and the match's place among the
+/// report's candidates.
+type Bests = Vec<Option<(String, usize)>>;
+
+/// A batch's reports, their candidates and best matches, looked up before its transaction.
+type Looked = (Vec<(NewReport, tracing::Span)>, Vec<Vec<Candidate>>, Bests);
 
 impl Apply for Clusterer {
     async fn apply(&self, tx: &mut Tx, events: &[events_pb::Event]) -> anyhow::Result<()> {
@@ -187,15 +204,12 @@ impl Apply for Clusterer {
         }
         let mut conn = self.db.pool().acquire().await.map_err(StoreError::from)?;
         let candidates = self.candidates(&mut conn, &reports).await?;
-        // No report resembles anything: the batch changes nothing (the usual case).
-        if reports
-            .iter()
-            .zip(&candidates)
-            .all(|((report, _), c)| self.best(report, c).is_none())
-        {
+        let bests = self.bests(&reports, &candidates);
+        // No report resembles anything: the batch changes nothing.
+        if bests.iter().all(Option::is_none) {
             return Ok(Prepared::nothing_to_apply());
         }
-        Ok(Prepared::new::<Looked>((reports, candidates)))
+        Ok(Prepared::new::<Looked>((reports, candidates, bests)))
     }
 
     async fn apply_prepared(
@@ -205,7 +219,9 @@ impl Apply for Clusterer {
         prepared: Prepared,
     ) -> anyhow::Result<()> {
         match prepared.take::<Looked>() {
-            Some((reports, candidates)) => self.decide(tx, &reports, candidates).await?,
+            Some((reports, candidates, bests)) => {
+                self.decide(tx, &reports, &candidates, bests).await?;
+            }
             None => self.apply(tx, events).await?,
         }
         Ok(())
@@ -347,7 +363,8 @@ impl Clusterer {
         reports: &[(NewReport, tracing::Span)],
     ) -> Result<(), StoreError> {
         let candidates = self.candidates(tx.conn(), reports).await?;
-        self.decide(tx, reports, candidates).await
+        let bests = self.bests(reports, &candidates);
+        self.decide(tx, reports, &candidates, bests).await
     }
 
     /// Each report's candidates: recent open cases of its category at its building or nearby,
@@ -479,13 +496,13 @@ impl Clusterer {
         &self,
         tx: &mut Tx,
         reports: &[(NewReport, tracing::Span)],
-        per_report: Vec<Vec<Candidate>>,
+        per_report: &[Vec<Candidate>],
+        bests: Bests,
     ) -> Result<(), StoreError> {
-        // Each report's best match (it depends on the candidates' words and places only).
-        let best: Vec<Option<(String, &Candidate)>> = reports
-            .iter()
-            .zip(&per_report)
-            .map(|((report, _), candidates)| self.best(report, candidates))
+        let best: Vec<Option<(String, &Candidate)>> = bests
+            .into_iter()
+            .zip(per_report)
+            .map(|(best, candidates)| best.map(|(reason, k)| (reason, &candidates[k])))
             .collect();
         // The reports that have a match and their best matches (nothing else can change) read
         // and (PostgreSQL) locked at once, in id order, so intake's consumer of routing's
@@ -531,21 +548,34 @@ impl Clusterer {
         pending.write(tx).await
     }
 
-    /// The most similar of `candidates` at the same place, with why it is the same place.
-    fn best<'c>(
+    /// Each report's best match among its candidates (it depends on the candidates' words
+    /// and places only).
+    fn bests(
         &self,
-        report: &NewReport,
-        candidates: &'c [Candidate],
-    ) -> Option<(String, &'c Candidate)> {
+        reports: &[(NewReport, tracing::Span)],
+        per_report: &[Vec<Candidate>],
+    ) -> Bests {
+        reports
+            .iter()
+            .zip(per_report)
+            .map(|((report, _), candidates)| self.best(report, candidates))
+            .collect()
+    }
+
+    /// The most similar of `candidates` at the same place: why it is the same place, and
+    /// where it is among them.
+    fn best(&self, report: &NewReport, candidates: &[Candidate]) -> Option<(String, usize)> {
+        let mine = pairs(&report.text);
         candidates
             .iter()
-            .filter_map(|c| {
+            .enumerate()
+            .filter_map(|(k, c)| {
                 let reason = same_place(report, c, self.config.distance_meters)?;
-                let score = dice(&report.text, &c.text);
-                (score >= self.config.min_text_similarity).then_some((score, reason, c))
+                let score = dice_with(&mine, &report.text, &c.text);
+                (score >= self.config.min_text_similarity).then_some((score, reason, k))
             })
             .max_by(|a, b| a.0.total_cmp(&b.0))
-            .map(|(_, reason, c)| (reason, c))
+            .map(|(_, reason, k)| (reason, k))
     }
 
     /// [`Clusterer::consider`]'s decision for one report of a batch whose best match is
@@ -684,6 +714,9 @@ mod tests {
     #[test]
     fn dice_is_symmetric_and_bounded() {
         assert_eq!(dice("路灯不亮", "路灯不亮"), 1.0);
+        // Pairs count as a multiset: a repeated pair is shared as often as both have it.
+        assert_eq!(dice("aaaa", "aa"), 0.5);
+        assert_eq!(dice("abcd", "a b c e"), 4.0 / 6.0);
         assert_eq!(dice("ab", "cd"), 0.0);
         assert_eq!(dice("a", "a"), 1.0);
         assert_eq!(dice("", "x"), 0.0);
