@@ -884,14 +884,13 @@ pub async fn candidates(
         // LIMIT is a bound value again at every run (it plans with the value). A few sizes
         // only, so only a few statement texts exist; each lookup's own limit is applied to
         // its rows below.
-        let cap = limits
-            .iter()
-            .copied()
-            .max()
-            .unwrap_or(CANDIDATES)
-            .max(16)
-            .unsigned_abs()
-            .next_power_of_two();
+        let most = limits.iter().copied().max().unwrap_or(CANDIDATES).max(1);
+        // (PostgreSQL's statements carry one lookup: its own limit, no rows to spare.)
+        let cap = if sizes == POSTGRES_LOOKUP_STATEMENT_SIZES {
+            most.unsigned_abs()
+        } else {
+            most.max(16).unsigned_abs().next_power_of_two()
+        };
         let chunk: Vec<Lookup<'_>> = chunk
             .iter()
             .map(|(_, l)| **l)
