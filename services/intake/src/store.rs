@@ -379,16 +379,9 @@ pub async fn get_cases(
     ids: &[String],
     lock: bool,
 ) -> Result<std::collections::HashMap<String, Case>, StoreError> {
-    let mut ids = ids.to_vec();
-    ids.sort();
-    ids.dedup();
-    let lock = if lock && tx.backend() == Backend::Postgres {
-        " FOR UPDATE"
-    } else {
-        ""
-    };
+    let (ids, lock) = ordered_ids(tx, ids, lock);
     let mut out = std::collections::HashMap::new();
-    for chunk in ids.chunks(500) {
+    for chunk in padded_chunks(&ids) {
         let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT {COLUMNS} FROM cases WHERE id IN ({}) ORDER BY id{lock}",
             minqing_kit::db::placeholders(chunk.len())
@@ -422,6 +415,20 @@ pub struct Membership {
     pub version: i64,
 }
 
+/// `ids` sorted without repeats, and the clause that locks the rows read (with `lock`, on
+/// PostgreSQL; SQLite has one writer at a time anyway).
+fn ordered_ids(tx: &Tx, ids: &[String], lock: bool) -> (Vec<String>, &'static str) {
+    let mut ids = ids.to_vec();
+    ids.sort();
+    ids.dedup();
+    let lock = if lock && tx.backend() == Backend::Postgres {
+        " FOR UPDATE"
+    } else {
+        ""
+    };
+    (ids, lock)
+}
+
 /// Ids a statement looks up at most; lists are padded up to the next of these sizes (repeating
 /// an id), so each connection prepares a handful of statements once instead of one per length.
 const LOOKUP_SIZES: [usize; 5] = [1, 4, 16, 64, 256];
@@ -448,14 +455,7 @@ pub async fn get_memberships(
     ids: &[String],
     lock: bool,
 ) -> Result<std::collections::HashMap<String, Membership>, StoreError> {
-    let mut ids = ids.to_vec();
-    ids.sort();
-    ids.dedup();
-    let lock = if lock && tx.backend() == Backend::Postgres {
-        " FOR UPDATE"
-    } else {
-        ""
-    };
+    let (ids, lock) = ordered_ids(tx, ids, lock);
     let mut out = std::collections::HashMap::new();
     for chunk in padded_chunks(&ids) {
         let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(

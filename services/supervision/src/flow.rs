@@ -369,6 +369,27 @@ fn needs(kind: &str, bytes: &[u8]) -> Option<Needs> {
 }
 
 impl Batch {
+    /// [`replies::on_answer`] for `clock`, with this batch's replies and events.
+    async fn answer(
+        &mut self,
+        s: &Step<'_>,
+        tx: &mut Tx,
+        clock: &Clock,
+        trigger: replies::Trigger,
+        detail: &str,
+    ) -> Result<(), Error> {
+        replies::on_answer(
+            s,
+            tx,
+            &mut self.replies,
+            &mut self.out,
+            clock,
+            trigger,
+            detail,
+        )
+        .await
+    }
+
     /// Reads what the batch's events will need: their clocks (locked on PostgreSQL), their
     /// units' levels, and, for events that may answer a reporter, the clusters and contacts.
     async fn prefetch(&mut self, tx: &mut Tx, events: &[events_pb::Event]) -> Result<(), Error> {
@@ -743,16 +764,8 @@ async fn routing_event(
             let docs = route
                 .map(|r| r.missing_documents.join(", "))
                 .unwrap_or_default();
-            replies::on_answer(
-                s,
-                tx,
-                &mut b.replies,
-                &mut b.out,
-                &clock,
-                replies::Trigger::NeedsPapers,
-                &docs,
-            )
-            .await?;
+            b.answer(s, tx, &clock, replies::Trigger::NeedsPapers, &docs)
+                .await?;
         }
         return Ok(());
     }
@@ -813,16 +826,8 @@ async fn routing_event(
             emit_moved(s, &mut b.out, &mut clock, &before, "resolved");
         }
         b.save(s.ctx, &mut clock);
-        replies::on_answer(
-            s,
-            tx,
-            &mut b.replies,
-            &mut b.out,
-            &clock,
-            replies::Trigger::Resolved,
-            &r.result,
-        )
-        .await?;
+        b.answer(s, tx, &clock, replies::Trigger::Resolved, &r.result)
+            .await?;
         return Ok(());
     }
     if s.is::<rpb::SupplementRequested>() {
@@ -839,16 +844,8 @@ async fn routing_event(
         emit_moved(s, &mut b.out, &mut clock, &before, "papers asked for");
         b.save(s.ctx, &mut clock);
         let docs = r.documents.join(", ");
-        replies::on_answer(
-            s,
-            tx,
-            &mut b.replies,
-            &mut b.out,
-            &clock,
-            replies::Trigger::NeedsPapers,
-            &docs,
-        )
-        .await?;
+        b.answer(s, tx, &clock, replies::Trigger::NeedsPapers, &docs)
+            .await?;
         return Ok(());
     }
     if s.is::<rpb::CaseResumed>() {
@@ -900,16 +897,8 @@ async fn routing_event(
         );
         b.save(s.ctx, &mut clock);
         let reason = r.escalation.map(|e| e.reason).unwrap_or_default();
-        replies::on_answer(
-            s,
-            tx,
-            &mut b.replies,
-            &mut b.out,
-            &clock,
-            replies::Trigger::Escalated,
-            &reason,
-        )
-        .await?;
+        b.answer(s, tx, &clock, replies::Trigger::Escalated, &reason)
+            .await?;
         return Ok(());
     }
     if s.is::<rpb::EscalationApproved>() || s.is::<rpb::EscalationRefused>() {
@@ -972,16 +961,8 @@ async fn routing_event(
             .referral
             .map(|f| format!("{}: {}", f.competent_body, f.reason))
             .unwrap_or_default();
-        replies::on_answer(
-            s,
-            tx,
-            &mut b.replies,
-            &mut b.out,
-            &clock,
-            replies::Trigger::Referred,
-            &text,
-        )
-        .await?;
+        b.answer(s, tx, &clock, replies::Trigger::Referred, &text)
+            .await?;
         return Ok(());
     }
     if s.is::<rpb::RoutingCancelled>() {

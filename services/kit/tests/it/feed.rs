@@ -378,10 +378,19 @@ async fn many_events_append_in_order_with_multi_row_statements(backend: Backend)
     feed::append_rows(&mut tx, rows).await.unwrap();
     feed::append_rows(&mut tx, Vec::new()).await.unwrap();
     tx.commit().await.unwrap();
-    let read = feed::read_after(&h.producer, Cursor::START, 5_000)
-        .await
-        .unwrap()
-        .events;
+    // On PostgreSQL the feed shows the events once no older transaction (in any database of
+    // the server: other tests run beside this one) can still commit before them.
+    let mut read = Vec::new();
+    for _ in 0..300 {
+        read = feed::read_after(&h.producer, Cursor::START, 5_000)
+            .await
+            .unwrap()
+            .events;
+        if !read.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     assert_eq!(
         read.iter().map(|e| e.id.clone()).collect::<Vec<_>>(),
         ids,

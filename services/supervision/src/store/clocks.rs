@@ -429,65 +429,18 @@ pub async fn change_timers(
 /// if still at its version; returns how many were written (fewer: some changed underneath,
 /// and the caller's transaction must not commit). Bumps each written `version`.
 pub async fn save_many(tx: &mut Tx, clocks: &mut [Clock]) -> Result<u64, StoreError> {
-    let rows = clocks
-        .iter()
-        .map(|c| Ok((c, to_doc(c)?)))
-        .collect::<Result<Vec<_>, StoreError>>()?;
-    let written = minqing_kit::db::execute_rows(
-        tx.conn(),
-        14,
-        rows,
-        |(c, doc)| {
-            let p = &c.place;
-            doc.len()
-                + c.case_id.len()
-                + c.unit.len()
-                + p.district.len()
-                + p.street.len()
-                + p.community.len()
-                + p.grid.len()
-                + p.building.len()
-                + c.city.len()
-                + 48
-        },
-        |values| {
-            format!(
-                "WITH v (case_id, version, state, unit, district, street, community, grid, \
-                    building, due_time, update_time, doc, city, calendar_version) AS \
-                 (VALUES {values}) \
-                 UPDATE clocks SET state = v.state, unit = v.unit, district = v.district, \
-                    street = v.street, community = v.community, grid = v.grid, \
-                    building = v.building, due_time = v.due_time, update_time = v.update_time, \
-                    doc = v.doc, city = v.city, calendar_version = v.calendar_version, \
-                    version = clocks.version + 1 \
-                 FROM v WHERE clocks.case_id = v.case_id AND clocks.version = v.version"
-            )
-        },
-        |q, (c, doc)| {
-            let p = &c.place;
-            q.bind(c.case_id.clone())
-                .bind(c.version)
-                .bind(i64::from(c.state.wire()))
-                .bind(c.unit.clone())
-                .bind(p.district.clone())
-                .bind(p.street.clone())
-                .bind(p.community.clone())
-                .bind(p.grid.clone())
-                .bind(p.building.clone())
-                .bind(c.due.unwrap_or(0))
-                .bind(c.update_time)
-                .bind(doc)
-                .bind(c.city.clone())
-                .bind(c.calendar_version)
-        },
-    )
-    .await?;
-    if written == clocks.len() as u64 {
+    // [`update_many`] writes each to its new version if still at the one read.
+    for c in clocks.iter_mut() {
+        c.version += 1;
+    }
+    let rows: Vec<(&Clock, i64)> = clocks.iter().map(|c| (c, c.version - 1)).collect();
+    let written = update_many(tx, &rows).await;
+    if !matches!(written, Ok(n) if n == clocks.len() as u64) {
         for c in clocks.iter_mut() {
-            c.version += 1;
+            c.version -= 1;
         }
     }
-    Ok(written)
+    written
 }
 
 /// Deletes these timers unless they fired: a few statements for all.
