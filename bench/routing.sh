@@ -5,6 +5,9 @@
 #   3. the maximum rate: cases submitted closed loop (64 in flight), each timed to its
 #      assignment on the partner's PullAssignments stream;
 #   4. half that rate, open loop: the latency from SubmitCase returning to the stream.
+# SERVICES="intake routing" runs only those services (`minqing serve intake routing`), as a
+# deployment that gives supervision and matching machines of their own would; by default the
+# whole suite runs (`minqing up`) on the same two cores.
 # Needs a release build (cargo build --release -p minqing) and PostgreSQL at 127.0.0.1:5432.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -24,10 +27,16 @@ psql -q -h 127.0.0.1 -U postgres -d "${db}_pgbench" -c \
      subject TEXT NOT NULL, create_time BIGINT NOT NULL, payload BYTEA NOT NULL);"
 pgbench -h 127.0.0.1 -U postgres -n -c 32 -j 2 -T 20 -f bench/pgbench-case-event.sql "${db}_pgbench" | grep -E "^(tps|latency)"
 
-echo "== minqing up on PostgreSQL"
+if [ -n "${SERVICES:-}" ]; then
+  # shellcheck disable=SC2206
+  run=(serve ${SERVICES})
+else
+  run=(up)
+fi
+echo "== minqing ${run[*]} on PostgreSQL"
 createdb -h 127.0.0.1 -U postgres "$db"
 MINQING_INTAKE__LISTEN=127.0.0.1:27401 MINQING_ROUTING__LISTEN=127.0.0.1:27402 MINQING_HTTP_LISTEN=127.0.0.1:27400 \
-  MINQING_LOG__FILTER=warn "$bin" up --data-dir "$work/data" --database-url "$pg/$db" >"$work/up.log" 2>&1 &
+  MINQING_LOG__FILTER=warn "$bin" "${run[@]}" --data-dir "$work/data" --database-url "$pg/$db" >"$work/up.log" 2>&1 &
 up=$!
 for _ in $(seq 1 60); do [ -s "$work/data/admin.token" ] && grep -q "is up" "$work/up.log" && break; sleep 0.5; done
 args=(--intake http://127.0.0.1:27401 --routing http://127.0.0.1:27402 --data-dir "$work/data")

@@ -498,7 +498,13 @@ async fn connect_postgres(
     )))
     .await?;
     conn.close().await?;
-    let set_path = format!("SET search_path TO \"{schema}\"");
+    // Each connection names its service (`minqing/<schema>` in `pg_stat_activity`) unless the
+    // URL names the application itself.
+    let set_path = if url.contains("application_name") {
+        format!("SET search_path TO \"{schema}\"")
+    } else {
+        format!("SET search_path TO \"{schema}\"; SET application_name TO 'minqing/{schema}'")
+    };
     AnyPoolOptions::new()
         .max_connections(opts.max_connections)
         // No ping before every use: it costs a round trip per transaction, and a connection

@@ -17,11 +17,12 @@ enum Command {
     /// Start every service in one process (SQLite under the data directory unless
     /// --database-url names a PostgreSQL database).
     Up(ServerArgs),
-    /// Start one service alone.
+    /// Start one service alone, or a few of them in one process (`minqing serve intake
+    /// routing`); each finds the others through its peers' addresses.
     Serve {
-        /// Which service.
-        #[arg(value_enum)]
-        service: crate::services::Service,
+        /// Which services.
+        #[arg(value_enum, required = true, num_args = 1..)]
+        services: Vec<crate::services::Service>,
         #[command(flatten)]
         args: ServerArgs,
     },
@@ -118,7 +119,7 @@ impl Cli {
     pub async fn run(self) -> ExitCode {
         let result = match self.command {
             Command::Up(args) => crate::run::up(args).await,
-            Command::Serve { service, args } => crate::run::serve(service, args).await,
+            Command::Serve { services, args } => crate::run::serve(services, args).await,
             Command::Case(c) => c.run().await,
             Command::Catalogue(c) => c.run().await,
             Command::Places(c) => c.run().await,

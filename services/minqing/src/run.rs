@@ -44,9 +44,18 @@ pub async fn up(args: ServerArgs) -> anyhow::Result<()> {
     run(Service::ALL, &args, "minqing").await
 }
 
-/// `minqing serve <service>`.
-pub async fn serve(service: Service, args: ServerArgs) -> anyhow::Result<()> {
-    run(&[service], &args, service.name()).await
+/// `minqing serve <service>…`: the services named, each once, in start order.
+pub async fn serve(services: Vec<Service>, args: ServerArgs) -> anyhow::Result<()> {
+    let list: Vec<Service> = Service::ALL
+        .iter()
+        .copied()
+        .filter(|s| services.contains(s))
+        .collect();
+    let name = match list.as_slice() {
+        [one] => one.name(),
+        _ => "minqing",
+    };
+    run(&list, &args, name).await
 }
 
 fn write_admin_token(dir: &Path, secret: &str) -> anyhow::Result<std::path::PathBuf> {

@@ -174,6 +174,11 @@ pub struct Consumer<A> {
     /// Batches applied (or moved past) so far: a session that made progress before failing
     /// starts the retry backoff afresh.
     batches: std::sync::atomic::AtomicU64,
+    /// The cursor past batches that held none of the kinds wanted, not yet stored: it is
+    /// stored with the next applied batch, at the next lease renewal, or on the way out,
+    /// rather than a commit each (a feed busy with other kinds sends many such batches, and
+    /// reading them again after a crash finds nothing to apply again).
+    unsaved: std::sync::Mutex<Option<String>>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -201,7 +206,12 @@ impl<A: Apply> Consumer<A> {
             apply,
             opts,
             batches: std::sync::atomic::AtomicU64::new(0),
+            unsaved: std::sync::Mutex::new(None),
         }
+    }
+
+    fn take_unsaved(&self) -> Option<String> {
+        self.unsaved.lock().map_or(None, |mut u| u.take())
     }
 
     /// Runs until `shutdown` is cancelled: takes the lease when free, follows the feed,
@@ -293,6 +303,9 @@ impl<A: Apply> Consumer<A> {
                     if !self.fence(tx.conn()).await? {
                         return Err(End::LostLease);
                     }
+                    if let Some(cursor) = self.take_unsaved() {
+                        self.store_cursor(tx.conn(), &cursor).await?;
+                    }
                     tx.commit().await?;
                 }
                 () = shutdown.cancelled() => return Ok(()),
@@ -327,17 +340,24 @@ impl<A: Apply> Consumer<A> {
     }
 
     async fn apply_batch(&self, batch: pb::SubscribeResponse) -> Result<(), End> {
+        if batch.events.is_empty() {
+            if let Ok(mut unsaved) = self.unsaved.lock() {
+                *unsaved = Some(batch.cursor);
+            }
+            self.batches
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            return Ok(());
+        }
         let started = std::time::Instant::now();
-        let prepared = if batch.events.is_empty() {
-            Prepared::default()
-        } else {
-            self.apply
-                .prepare(&batch.events)
-                .await
-                .map_err(End::Apply)?
-        };
+        let prepared = self
+            .apply
+            .prepare(&batch.events)
+            .await
+            .map_err(End::Apply)?;
         let read = started.elapsed();
-        if batch.events.is_empty() || prepared.is_nothing_to_apply() {
+        // Whatever is stored next is past the unsaved cursor.
+        self.take_unsaved();
+        if prepared.is_nothing_to_apply() {
             self.advance(&batch.cursor).await?;
             tracing::debug!(
                 consumer = %self.opts.name,
@@ -468,6 +488,11 @@ impl<A: Apply> Consumer<A> {
 
     async fn release(&self) -> Result<(), StoreError> {
         let mut tx = self.db.begin().await?;
+        if let Some(cursor) = self.take_unsaved()
+            && self.fence(tx.conn()).await?
+        {
+            self.store_cursor(tx.conn(), &cursor).await?;
+        }
         sqlx::query("UPDATE consumer_leases SET expire_time = 0 WHERE name = $1 AND holder = $2")
             .bind(&self.opts.name)
             .bind(&self.opts.holder)

@@ -170,4 +170,134 @@ async fn batches_that_change_nothing_only_move_the_cursor(backend: Backend) {
     h.stop().await;
 }
 
-backend_tests!(batches_that_change_nothing_only_move_the_cursor);
+/// Counts the events it applies (it asks only for `Duration` events).
+struct Wanted {
+    applied: Arc<AtomicUsize>,
+}
+
+impl Apply for Wanted {
+    async fn apply(&self, _tx: &mut Tx, events: &[pb::Event]) -> anyhow::Result<()> {
+        self.applied.fetch_add(events.len(), Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+async fn write_unwanted(db: &Db, subject: &str) {
+    let mut tx = db.begin().await.unwrap();
+    feed::append(
+        &mut tx,
+        &EventMeta::current("test:writer"),
+        subject,
+        &prost_types::Timestamp::default(),
+        0,
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// Batches holding none of the kinds a consumer wants are not a commit each: their cursor is
+/// stored with the next applied batch, or on the way out.
+async fn batches_of_unwanted_kinds_are_stored_lazily(backend: Backend) {
+    let Some(h) = Harness::start(backend, ServerConfig::default()).await else {
+        return;
+    };
+    let db = h.test_db.db("lazycursor", &MIGRATIONS).await;
+    let applied = Arc::new(AtomicUsize::new(0));
+    let start = |applied: Arc<AtomicUsize>| {
+        let mut opts = ConsumerOptions::new("quiet");
+        opts.linger = Duration::ZERO;
+        // No lease renewal (which also stores the cursor) within the test.
+        opts.lease_ttl = Duration::from_secs(300);
+        opts.kinds = vec!["google.protobuf.Duration".into()];
+        let consumer = Consumer::new(
+            db.clone(),
+            FeedSource::Local(h.producer.clone()),
+            Wanted { applied },
+            opts,
+        );
+        let shutdown = CancellationToken::new();
+        (tokio::spawn(consumer.run(shutdown.clone())), shutdown)
+    };
+    let (task, shutdown) = start(applied.clone());
+
+    // One wanted event, applied: its cursor is stored with it.
+    write(&h.producer, "wanted/1").await;
+    eventually(Duration::from_secs(30), "the wanted event applied", || {
+        let applied = applied.clone();
+        async move { applied.load(Ordering::SeqCst) == 1 }
+    })
+    .await;
+    let all = |n: usize| {
+        let producer = h.producer.clone();
+        async move {
+            for _ in 0..300 {
+                let events = feed::read_after(&producer, feed::Cursor::START, 1_000)
+                    .await
+                    .unwrap()
+                    .events;
+                if events.len() == n {
+                    return events
+                        .iter()
+                        .map(|e| e.cursor.to_string())
+                        .collect::<Vec<_>>();
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            panic!("{n} events never readable");
+        }
+    };
+    let cursors = all(1).await;
+    eventually(
+        Duration::from_secs(30),
+        "the wanted event's cursor stored",
+        || {
+            let (db, want) = (db.clone(), cursors[0].clone());
+            async move { stored_cursor(&db).await == want }
+        },
+    )
+    .await;
+
+    // Unwanted events: the consumer moves past them, but stores nothing meanwhile.
+    for i in 0..30 {
+        write_unwanted(&h.producer, &format!("unwanted/{i}")).await;
+    }
+    let cursors = all(31).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(
+        stored_cursor(&db).await,
+        cursors[0],
+        "no commit per empty batch"
+    );
+
+    // On the way out the cursor past them is stored, and nothing was applied for them.
+    shutdown.cancel();
+    task.await.unwrap();
+    assert_eq!(
+        stored_cursor(&db).await,
+        cursors[30],
+        "stored on the way out"
+    );
+    assert_eq!(applied.load(Ordering::SeqCst), 1);
+
+    // A consumer started again begins past them and applies only what is new.
+    let (task, shutdown) = start(applied.clone());
+    write(&h.producer, "wanted/2").await;
+    eventually(
+        Duration::from_secs(30),
+        "the second wanted event applied",
+        || {
+            let applied = applied.clone();
+            async move { applied.load(Ordering::SeqCst) == 2 }
+        },
+    )
+    .await;
+    shutdown.cancel();
+    task.await.unwrap();
+    h.stop().await;
+}
+
+backend_tests!(
+    batches_that_change_nothing_only_move_the_cursor,
+    batches_of_unwanted_kinds_are_stored_lazily
+);

@@ -293,6 +293,52 @@ fn serve_runs_one_service_alone() {
     assert!(ok);
 }
 
+#[test]
+fn serve_runs_a_few_services_in_one_process() {
+    let dir = tempfile::tempdir().unwrap();
+    // Named in any order, started in the suite's order; the others stay off.
+    let running = start(&["serve", "routing", "intake"], dir.path(), &[]);
+    assert!(
+        running.banner.contains("minqing.intake.v1.Intake")
+            && running.banner.contains("minqing.routing.v1.Routing"),
+        "{}",
+        running.banner
+    );
+    assert!(
+        !running.banner.contains("minqing.supervision.v1")
+            && !running.banner.contains("minqing.matching.v1"),
+        "{}",
+        running.banner
+    );
+    // A case submitted to intake is routed by the routing service beside it, and intake
+    // follows routing's feed: the case leaves the submitted state.
+    let submit: Vec<String> = submit_args("路灯不亮");
+    let submit: Vec<&str> = submit.iter().map(String::as_str).collect();
+    let (ok, out, err) = cli(&running, dir.path(), &submit);
+    assert!(ok, "{out}{err}");
+    let case = out.split_whitespace().next().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut last = String::new();
+    while Instant::now() < deadline {
+        let (ok, out, _) = cli(&running, dir.path(), &["case", "get", &case]);
+        assert!(ok, "{out}");
+        if !out
+            .lines()
+            .next()
+            .unwrap_or_default()
+            .contains(" submitted ")
+        {
+            last.clear();
+            break;
+        }
+        last = out;
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(last.is_empty(), "never routed: {last}");
+    let (ok, _) = interrupt(running);
+    assert!(ok);
+}
+
 fn exit_code(args: &[&str], env: &[(&str, &str)], dir: &Path) -> (i32, String) {
     let mut cmd = Command::new(BIN);
     cmd.args(args).arg("--data-dir").arg(dir);

@@ -397,7 +397,8 @@ pub async fn put_contacts(tx: &mut Tx, contacts: &[(Contact, Micros)]) -> Result
 }
 
 /// Puts each case (an id, without "cases/") in its cluster ("" takes it out), each case
-/// once, in a few multi-row statements.
+/// once, in a few multi-row statements. A member already in its cluster is not written
+/// again (every `CaseClustered` names the whole cluster, so most members are unchanged).
 pub async fn set_clusters(tx: &mut Tx, members: &[(String, String)]) -> Result<(), StoreError> {
     minqing_kit::db::execute_rows(
         tx.conn(),
@@ -407,7 +408,8 @@ pub async fn set_clusters(tx: &mut Tx, members: &[(String, String)]) -> Result<(
         |values| {
             format!(
                 "INSERT INTO cluster_members (case_id, cluster) VALUES {values} \
-                 ON CONFLICT (case_id) DO UPDATE SET cluster = excluded.cluster"
+                 ON CONFLICT (case_id) DO UPDATE SET cluster = excluded.cluster \
+                 WHERE cluster_members.cluster <> excluded.cluster"
             )
         },
         |q, (id, cluster)| q.bind(id.clone()).bind(cluster.clone()),
