@@ -9,7 +9,7 @@ requests="${1:-30000}"; concurrency="${2:-32}"
 admin="${PGURL_ADMIN:-postgres://postgres@127.0.0.1:5432/postgres}"
 db=minqing_bench_$$
 url="${admin%/*}/$db"
-bin=target/release/minqing
+bin="${CARGO_TARGET_DIR:-target}/release/minqing"
 [ -x "$bin" ] || cargo build --release -p minqing
 work=$(mktemp -d)
 cleanup() {

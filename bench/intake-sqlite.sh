@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 requests="${1:-3000}"; concurrency="${2:-32}"; sync="${3:-full}"
-bin=target/release/minqing
+bin="${CARGO_TARGET_DIR:-target}/release/minqing"
 [ -x "$bin" ] || cargo build --release -p minqing
 work=$(mktemp -d -p "${TMPDIR:-/tmp}")
 cleanup() {

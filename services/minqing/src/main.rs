@@ -31,11 +31,6 @@ mod supervision_cli;
 
 use clap::Parser;
 
-/// mimalloc instead of glibc's malloc: under load a third of the suite's CPU went to glibc's
-/// arena locks and free lists (BENCHMARKS.md, "The allocator").
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 fn main() -> std::process::ExitCode {
     let cli = cli::Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
