@@ -535,8 +535,12 @@ async fn connect_sqlite(opts: &DbOptions) -> Result<(AnyPool, AnyPool), sqlx::Er
         SqliteSync::Full => "FULL",
         SqliteSync::Normal => "NORMAL",
     };
+    // Temporary files in memory: a multi-row statement inside a transaction keeps a statement
+    // journal (the pages it changes, to undo it alone), which SQLite otherwise writes to a
+    // temporary file with a system call per page (8-9 % of the writer's time under load).
     let pragmas = format!(
-        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;"
+        "PRAGMA synchronous = {sync}; PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000; \
+         PRAGMA temp_store = MEMORY;"
     );
     let make = |max: u32| {
         let pragmas = pragmas.clone();
@@ -597,5 +601,27 @@ mod tests {
         let w = db.relaxed_writer().await.unwrap();
         drop(w);
         assert_eq!(synchronous(&db).await, 2);
+    }
+
+    #[tokio::test]
+    async fn sqlite_connections_keep_temporary_files_in_memory() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Db::connect(&DbOptions::new("tempstore", None, dir.path().to_path_buf()))
+            .await
+            .unwrap();
+        // 2 is MEMORY: statement journals never touch the disk, on the writer or a reader.
+        let mut tx = db.begin().await.unwrap();
+        let writer: i64 = sqlx::query("PRAGMA temp_store")
+            .fetch_one(tx.conn())
+            .await
+            .unwrap()
+            .get(0);
+        tx.rollback().await.unwrap();
+        let reader: i64 = sqlx::query("PRAGMA temp_store")
+            .fetch_one(db.pool())
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!((writer, reader), (2, 2));
     }
 }
