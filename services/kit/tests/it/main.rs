@@ -8,3 +8,4 @@ mod harness;
 mod overload;
 mod quiet;
 mod rows;
+mod sessions;
