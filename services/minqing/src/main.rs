@@ -34,8 +34,8 @@ use clap::Parser;
 /// jemalloc instead of glibc's malloc. Under the whole suite's load glibc spent ~40 % of the
 /// process's CPU in malloc/free (fastbin consolidation after every larger allocation); with
 /// jemalloc the suite routes 15-20 % more cases a second and SubmitCase is as fast or faster on
-/// both stores, within the memory goal (BENCHMARKS.md, "The allocator"; mimalloc was tried too
-/// and was slower on SQLite and heavier).
+/// both stores, within the memory goal (BENCHMARKS.md, Intake's third-session runs; mimalloc
+/// was tried too and was slower on SQLite and heavier).
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
