@@ -579,14 +579,7 @@ mod tests {
     use sqlx::Row;
 
     async fn synchronous(db: &Db) -> i64 {
-        let mut tx = db.begin().await.unwrap();
-        let level: i64 = sqlx::query("PRAGMA synchronous")
-            .fetch_one(tx.conn())
-            .await
-            .unwrap()
-            .get(0);
-        tx.rollback().await.unwrap();
-        level
+        crate::testing::writer_pragma(db, "synchronous").await
     }
 
     #[tokio::test]

@@ -180,6 +180,20 @@ macro_rules! backend_tests {
     };
 }
 
+/// A SQLite `PRAGMA`'s value on the writer connection (read inside a write transaction,
+/// rolled back), e.g. `writer_pragma(&db, "synchronous")`: 2 is FULL.
+pub async fn writer_pragma(db: &Db, pragma: &str) -> i64 {
+    use sqlx::Row;
+    let mut tx = db.begin().await.expect("a write transaction");
+    let value: i64 = sqlx::query(sqlx::AssertSqlSafe(format!("PRAGMA {pragma}")))
+        .fetch_one(tx.conn())
+        .await
+        .expect("the pragma reads")
+        .get(0);
+    tx.rollback().await.expect("rollback");
+    value
+}
+
 /// Waits until `check` holds, polling every few milliseconds, or panics after `within`.
 pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
 where

@@ -14,7 +14,7 @@ use minqing_kit::{
     config::ServerConfig,
     db::{Backend, Db, Migrations, Tx},
     feed::{self, Apply, Consumer, ConsumerOptions, EventMeta, FeedSource, Prepared},
-    testing::eventually,
+    testing::{eventually, writer_pragma},
 };
 use minqing_proto::minqing::events::v1 as pb;
 use sqlx::Row;
@@ -61,18 +61,24 @@ impl Apply for Loud {
     }
 }
 
-async fn write(db: &Db, subject: &str) {
+/// Appends one event of `event`'s kind.
+async fn write_as<M: prost::Message + prost::Name>(db: &Db, subject: &str, event: &M) {
     let mut tx = db.begin().await.unwrap();
     feed::append(
         &mut tx,
         &EventMeta::current("test:writer"),
         subject,
-        &prost_types::Duration::default(),
+        event,
         0,
     )
     .await
     .unwrap();
     tx.commit().await.unwrap();
+}
+
+/// Appends one `Duration` event (the kind the consumers here want).
+async fn write(db: &Db, subject: &str) {
+    write_as(db, subject, &prost_types::Duration::default()).await;
 }
 
 async fn stored_cursor(db: &Db) -> String {
@@ -82,18 +88,6 @@ async fn stored_cursor(db: &Db) -> String {
         .unwrap()
         .map(|r| r.get::<String, _>(0))
         .unwrap_or_default()
-}
-
-/// The writer's `synchronous` (SQLite: 2 is FULL), read inside a write transaction.
-async fn writer_synchronous(db: &Db) -> i64 {
-    let mut tx = db.begin().await.unwrap();
-    let level: i64 = sqlx::query("PRAGMA synchronous")
-        .fetch_one(tx.conn())
-        .await
-        .unwrap()
-        .get(0);
-    tx.rollback().await.unwrap();
-    level
 }
 
 async fn batches_that_change_nothing_only_move_the_cursor(backend: Backend) {
@@ -163,7 +157,11 @@ async fn batches_that_change_nothing_only_move_the_cursor(backend: Backend) {
 
     // The writer's durability is back to the configured FULL after the relaxed commits.
     if backend == Backend::Sqlite {
-        assert_eq!(writer_synchronous(&db).await, 2, "synchronous = FULL");
+        assert_eq!(
+            writer_pragma(&db, "synchronous").await,
+            2,
+            "synchronous = FULL"
+        );
     }
     shutdown.cancel();
     task.await.unwrap();
@@ -180,20 +178,6 @@ impl Apply for Wanted {
         self.applied.fetch_add(events.len(), Ordering::SeqCst);
         Ok(())
     }
-}
-
-async fn write_unwanted(db: &Db, subject: &str) {
-    let mut tx = db.begin().await.unwrap();
-    feed::append(
-        &mut tx,
-        &EventMeta::current("test:writer"),
-        subject,
-        &prost_types::Timestamp::default(),
-        0,
-    )
-    .await
-    .unwrap();
-    tx.commit().await.unwrap();
 }
 
 /// Batches holding none of the kinds a consumer wants are not a commit each: their cursor is
@@ -260,7 +244,12 @@ async fn batches_of_unwanted_kinds_are_stored_lazily(backend: Backend) {
 
     // Unwanted events: the consumer moves past them, but stores nothing meanwhile.
     for i in 0..30 {
-        write_unwanted(&h.producer, &format!("unwanted/{i}")).await;
+        write_as(
+            &h.producer,
+            &format!("unwanted/{i}"),
+            &prost_types::Timestamp::default(),
+        )
+        .await;
     }
     let cursors = all(31).await;
     tokio::time::sleep(Duration::from_secs(3)).await;

@@ -5,7 +5,7 @@
 use minqing_kit::{
     backend_tests,
     db::{Backend, Migrations},
-    testing::TestDatabase,
+    testing::{TestDatabase, writer_pragma},
 };
 use sqlx::Row;
 
@@ -19,9 +19,9 @@ async fn every_connection_is_set_up_for_its_service(backend: Backend) {
         return;
     };
     let db = t.db("sessions", &NONE).await;
-    let mut tx = db.begin().await.unwrap();
     match backend {
         Backend::Postgres => {
+            let mut tx = db.begin().await.unwrap();
             let row = sqlx::query(
                 "SELECT current_setting('search_path'), current_setting('application_name'), \
                  current_setting('default_toast_compression')",
@@ -35,17 +35,18 @@ async fn every_connection_is_set_up_for_its_service(backend: Backend) {
             assert_eq!(app, "minqing/sessions");
             // This machine's PostgreSQL is built with lz4 (Debian's is); one without keeps pglz.
             assert_eq!(compression, "lz4");
+            tx.rollback().await.unwrap();
         }
         Backend::Sqlite => {
-            let store: i64 = sqlx::query("PRAGMA temp_store")
-                .fetch_one(tx.conn())
+            assert_eq!(writer_pragma(&db, "temp_store").await, 2, "MEMORY");
+            let reader: i64 = sqlx::query("PRAGMA temp_store")
+                .fetch_one(db.pool())
                 .await
                 .unwrap()
                 .get(0);
-            assert_eq!(store, 2, "MEMORY");
+            assert_eq!(reader, 2, "MEMORY on the read pool too");
         }
     }
-    tx.rollback().await.unwrap();
 }
 
 backend_tests!(every_connection_is_set_up_for_its_service);
