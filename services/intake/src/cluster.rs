@@ -228,9 +228,9 @@ impl Apply for Clusterer {
     }
 }
 
-/// A cluster as a batch holds it: the cluster, and its members `(create_time, id)` oldest
-/// first.
-type HeldCluster = (Cluster, Vec<(Micros, String)>);
+/// A cluster as a batch holds it: the cluster (its `cases` left empty), and how many cases
+/// it holds.
+type HeldCluster = (Cluster, i64);
 
 /// A batch's changes, made in memory report by report and written when the batch ends: the
 /// cases and clusters it read (with its changes applied), and what to write.
@@ -243,8 +243,8 @@ struct Pending {
     changed: Vec<(String, i64)>,
     /// Their ids.
     changed_ids: HashSet<String>,
-    /// Clusters touched, by id (`None`: no such cluster), with their members
-    /// `(create_time, id)` oldest first, as changed so far.
+    /// Clusters touched, by id (`None`: no such cluster), with how many cases each holds, as
+    /// changed so far.
     clusters: HashMap<String, Option<HeldCluster>>,
     /// Clusters formed.
     formed: Vec<Cluster>,
@@ -269,7 +269,9 @@ impl Pending {
         id: &str,
     ) -> Result<Option<&mut HeldCluster>, StoreError> {
         if !self.clusters.contains_key(id) {
-            let cluster = store::get_cluster_with_times(tx.conn(), id).await?;
+            let cluster = store::get_cluster_sizes(tx.conn(), &[id.to_string()])
+                .await?
+                .remove(id);
             self.clusters.insert(id.to_string(), cluster);
         }
         Ok(self.clusters.get_mut(id).and_then(Option::as_mut))
@@ -294,29 +296,19 @@ impl Pending {
         case.cluster = Some(cluster_id.to_string());
         case.update_time = now;
         case.version += 1;
-        let member = (case.create_time, case.id.clone());
-        if let Some(Some((_, members))) = self.clusters.get_mut(cluster_id) {
-            let at = members.partition_point(|m| *m < member);
-            members.insert(at, member);
+        if let Some(Some((_, size))) = self.clusters.get_mut(cluster_id) {
+            *size += 1;
         }
     }
 
     /// [`emit_clustered`], with the cluster as this batch left it.
     fn clustered(&mut self, meta: &EventMeta, cluster_id: &str, case_id: &str, now: Micros) {
-        let cluster = self
-            .clusters
-            .get(cluster_id)
-            .and_then(Option::as_ref)
-            .map(|(c, members)| {
-                convert::cluster(&Cluster {
-                    cases: members.iter().map(|(_, id)| id.clone()).collect(),
-                    ..c.clone()
-                })
-            });
+        let held = self.clusters.get(cluster_id).and_then(Option::as_ref);
         let event = pb::CaseClustered {
-            cluster,
+            cluster: held.map(|(c, _)| convert::cluster(c)),
             case: format!("cases/{case_id}"),
             by_staff: false,
+            size: held.map_or(0, |(_, size)| i32::try_from(*size).unwrap_or(i32::MAX)),
         };
         self.events.push(EventRow::new(
             meta,
@@ -531,7 +523,7 @@ impl Clusterer {
             .collect();
         cluster_ids.sort();
         cluster_ids.dedup();
-        let mut clusters = store::get_clusters_with_times(tx.conn(), &cluster_ids).await?;
+        let mut clusters = store::get_cluster_sizes(tx.conn(), &cluster_ids).await?;
         for id in cluster_ids {
             let cluster = clusters.remove(&id);
             pending.clusters.insert(id, cluster);
@@ -613,7 +605,7 @@ impl Clusterer {
                 let id = cluster.id.clone();
                 pending
                     .clusters
-                    .insert(id.clone(), Some((cluster.clone(), Vec::new())));
+                    .insert(id.clone(), Some((cluster.clone(), 0)));
                 pending.formed.push(cluster);
                 if pending.case(tx, &other.id).await?.is_none() {
                     return Ok(());
@@ -652,7 +644,8 @@ pub async fn move_case(
     }
 }
 
-/// Appends `CaseClustered` for `case_id`, with the cluster as it now stands.
+/// Appends `CaseClustered` for `case_id`, with the cluster as it now stands (its members
+/// counted, not listed).
 pub async fn emit_clustered(
     tx: &mut Tx,
     meta: &EventMeta,
@@ -661,11 +654,14 @@ pub async fn emit_clustered(
     by_staff: bool,
     now: Micros,
 ) -> Result<(), StoreError> {
-    let cluster = store::get_cluster(tx.conn(), cluster_id).await?;
+    let held = store::get_cluster_sizes(tx.conn(), &[cluster_id.to_string()])
+        .await?
+        .remove(cluster_id);
     let event = pb::CaseClustered {
-        cluster: cluster.as_ref().map(convert::cluster),
+        cluster: held.as_ref().map(|(c, _)| convert::cluster(c)),
         case: format!("cases/{case_id}"),
         by_staff,
+        size: held.map_or(0, |(_, size)| i32::try_from(size).unwrap_or(i32::MAX)),
     };
     feed::append(tx, meta, &format!("cases/{case_id}"), &event, now).await?;
     Ok(())
@@ -908,7 +904,7 @@ mod batch_tests {
     }
 
     /// Each case's cluster (named by its oldest member), and the feed's `CaseClustered`
-    /// events with their clusters' members.
+    /// events with their clusters' sizes.
     async fn snapshot(db: &Db) -> Vec<String> {
         let mut out = Vec::new();
         let rows = sqlx::query("SELECT id, cluster_id, version FROM cases ORDER BY id")
@@ -932,13 +928,22 @@ mod batch_tests {
                 r.get::<i64, _>(2)
             ));
         }
+        // No case leaves a cluster here: the n-th case to join one makes it n strong.
+        let mut joined: HashMap<String, i32> = HashMap::new();
         for e in minqing_kit::testing::whole_feed(db).await {
             if e.kind == pb::CaseClustered::full_name() {
                 let c = pb::CaseClustered::decode(e.payload.as_slice()).unwrap();
                 let cluster = c.cluster.unwrap_or_default();
+                assert!(
+                    cluster.cases.is_empty(),
+                    "members are not listed: {cluster:?}"
+                );
+                let n = joined.entry(cluster.name.clone()).or_default();
+                *n += 1;
+                assert_eq!(c.size, *n, "{} joining {}", c.case, cluster.name);
                 out.push(format!(
-                    "event {} {} members {:?} reason {}",
-                    e.kind, e.subject, cluster.cases, cluster.reason
+                    "event {} {} size {} reason {}",
+                    e.kind, e.subject, c.size, cluster.reason
                 ));
             }
         }

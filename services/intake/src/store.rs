@@ -1047,23 +1047,10 @@ pub async fn get_clusters_with_times(
 ) -> Result<std::collections::HashMap<String, (Cluster, Vec<(Micros, String)>)>, StoreError> {
     let mut out = std::collections::HashMap::new();
     for chunk in ids.chunks(200) {
-        let list = minqing_kit::db::placeholders(chunk.len());
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT id, category, reason, create_time FROM clusters WHERE id IN ({list})"
-        )));
-        for id in chunk {
-            query = query.bind(id.clone());
-        }
-        for row in query.fetch_all(&mut *conn).await? {
-            let cluster = Cluster {
-                id: row.try_get(0)?,
-                category: row.try_get(1)?,
-                reason: row.try_get(2)?,
-                create_time: row.try_get(3)?,
-                cases: Vec::new(),
-            };
+        for cluster in cluster_rows(conn, chunk).await? {
             out.insert(cluster.id.clone(), (cluster, Vec::new()));
         }
+        let list = minqing_kit::db::placeholders(chunk.len());
         let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
             "SELECT cluster_id, create_time, id FROM cases WHERE cluster_id IN ({list}) \
              ORDER BY cluster_id, create_time, id"
@@ -1079,6 +1066,63 @@ pub async fn get_clusters_with_times(
         }
     }
     Ok(out)
+}
+
+/// Clusters (their `cases` left empty) with how many cases each holds, two statements for
+/// all of them, without reading the members; clusters not found are left out.
+pub async fn get_cluster_sizes(
+    conn: &mut AnyConnection,
+    ids: &[String],
+) -> Result<std::collections::HashMap<String, (Cluster, i64)>, StoreError> {
+    let mut out = std::collections::HashMap::new();
+    for chunk in ids.chunks(200) {
+        for cluster in cluster_rows(conn, chunk).await? {
+            out.insert(cluster.id.clone(), (cluster, 0));
+        }
+        let list = minqing_kit::db::placeholders(chunk.len());
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT cluster_id, COUNT(*) FROM cases WHERE cluster_id IN ({list}) \
+             GROUP BY cluster_id"
+        )));
+        for id in chunk {
+            query = query.bind(id.clone());
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            let cluster: String = row.try_get(0)?;
+            if let Some((_, size)) = out.get_mut(&cluster) {
+                *size = row.try_get(1)?;
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The clusters' own rows, their `cases` left empty.
+async fn cluster_rows(
+    conn: &mut AnyConnection,
+    ids: &[String],
+) -> Result<Vec<Cluster>, StoreError> {
+    let list = minqing_kit::db::placeholders(ids.len());
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "SELECT id, category, reason, create_time FROM clusters WHERE id IN ({list})"
+    )));
+    for id in ids {
+        query = query.bind(id.clone());
+    }
+    query
+        .fetch_all(&mut *conn)
+        .await?
+        .iter()
+        .map(|row| {
+            Ok(Cluster {
+                id: row.try_get(0)?,
+                category: row.try_get(1)?,
+                reason: row.try_get(2)?,
+                create_time: row.try_get(3)?,
+                cases: Vec::new(),
+            })
+        })
+        .collect()
 }
 
 /// A case's events (its timeline), oldest first: `(kind, create_time, actor, payload)`.

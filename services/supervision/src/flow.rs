@@ -1004,8 +1004,10 @@ async fn intake_event(s: &Step<'_>, tx: &mut Tx, b: &mut Batch, bytes: &[u8]) ->
     }
     if s.is::<ipb::CaseClustered>() {
         let e = ipb::CaseClustered::decode(bytes).map_err(decode_err)?;
+        // Every case that joins has its own event: the one named is the one to record.
         if let Some(cluster) = e.cluster {
-            b.replies.set_cluster(&cluster.cases, &cluster.name);
+            b.replies
+                .set_cluster(std::slice::from_ref(&e.case), &cluster.name);
         }
         return Ok(());
     }
@@ -1214,15 +1216,18 @@ mod tests {
         }
         // A second submission of a case keeps the first contact.
         f.push(&submitted("a", 3, ""));
-        f.push(&ipb::CaseClustered {
-            cluster: Some(ipb::Cluster {
-                name: "clusters/k1".into(),
-                cases: vec!["cases/a".into(), "cases/b".into(), "cases/z".into()],
-                ..Default::default()
-            }),
-            case: "cases/a".into(),
-            by_staff: false,
-        });
+        // Each case that joins has its own event (z, with no contact, joins too).
+        for (case, size) in [("cases/a", 2), ("cases/z", 3)] {
+            f.push(&ipb::CaseClustered {
+                cluster: Some(ipb::Cluster {
+                    name: "clusters/k1".into(),
+                    ..Default::default()
+                }),
+                case: case.into(),
+                by_staff: false,
+                size,
+            });
+        }
         f.push(&rpb::UnitChanged {
             unit: Some(rpb::Unit {
                 name: "units/u1".into(),

@@ -857,6 +857,28 @@ async fn reports_of_the_same_issue_are_clustered(backend: Backend) {
             .iter()
             .any(|e| e.kind == pb::CaseClustered::full_name())
     );
+    // Each entry counts the others in the cluster as the case joined: the second report
+    // formed it with the first; staff linked the unrelated one to the first, the one nearby
+    // and the located one, after the second had left.
+    for (case, others) in [(&second, 1), (&unrelated, 3)] {
+        let timeline = intake
+            .get_case_timeline(pb::GetCaseTimelineRequest {
+                name: case.name.clone(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let linked: Vec<&str> = timeline
+            .entries
+            .iter()
+            .filter(|e| e.kind == pb::CaseClustered::full_name())
+            .map(|e| e.summary.as_str())
+            .collect();
+        let expected = format!(
+            "Linked with {others} other report(s) of the same issue; one collective reply will reach everyone."
+        );
+        assert_eq!(linked, [expected.as_str()], "{timeline:?}");
+    }
     suite.stop().await;
 }
 

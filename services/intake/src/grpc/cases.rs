@@ -463,10 +463,12 @@ fn entry(kind: &str, time: i64, actor: &str, payload: &[u8]) -> Option<pb::Timel
         )
     } else if kind == pb::CaseClustered::full_name() {
         let e = pb::CaseClustered::decode(payload).ok()?;
-        let others = e
-            .cluster
-            .as_ref()
-            .map_or(0, |c| c.cases.len().saturating_sub(1));
+        // Events written before `size` existed list the members instead.
+        let listed = e.cluster.as_ref().map_or(0, |c| c.cases.len());
+        let others = usize::try_from(e.size)
+            .unwrap_or(0)
+            .max(listed)
+            .saturating_sub(1);
         (
             format!(
                 "Linked with {others} other report(s) of the same issue; one collective reply will reach everyone."

@@ -398,7 +398,7 @@ pub async fn put_contacts(tx: &mut Tx, contacts: &[(Contact, Micros)]) -> Result
 
 /// Puts each case (an id, without "cases/") in its cluster ("" takes it out), each case
 /// once, in a few multi-row statements. A member already in its cluster is not written
-/// again (every `CaseClustered` names the whole cluster, so most members are unchanged).
+/// again (older `CaseClustered` events named the whole cluster).
 pub async fn set_clusters(tx: &mut Tx, members: &[(String, String)]) -> Result<(), StoreError> {
     minqing_kit::db::execute_rows(
         tx.conn(),
