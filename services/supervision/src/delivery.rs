@@ -2,10 +2,11 @@
 //! backoff; hands replies for residents who need an appointed visit to their grid worker
 //! (delivered when the visit is recorded); marks anonymous reports undeliverable.
 //!
-//! A send happens outside any transaction (an outlet is a network call); its outcome is then
-//! written with the delivery's version check and its event. A crash between the two sends the
-//! message again on restart: delivery is at least once, and the delivery id travels with the
-//! message as an idempotency key so receivers can drop the repeat.
+//! A send happens outside any transaction (an outlet is a network call); the outcomes of a
+//! sweep (up to 64 due deliveries) are then written together, each with the delivery's
+//! version check and its event, in one transaction. A crash between the sends and that commit
+//! sends the sweep's messages again on restart: delivery is at least once, and the delivery id
+//! travels with each message as an idempotency key so receivers can drop the repeat.
 
 use std::{sync::Arc, time::Duration};
 
@@ -20,6 +21,7 @@ use crate::{
     store,
 };
 use minqing_kit::{
+    db::Tx,
     feed::{self, EventMeta},
     time::Micros,
 };
@@ -27,6 +29,19 @@ use minqing_proto::minqing::supervision::v1 as pb;
 
 const ACTOR: &str = "system:supervision-replies";
 const BATCH: i64 = 64;
+
+/// What one try of a due delivery came to. The outcomes of a sweep are written together,
+/// in one transaction: one commit (and one wake-up of the feed's readers) per sweep rather
+/// than per message.
+enum Outcome {
+    /// The reporter's contact has not come through intake's feed yet: it stays due.
+    Wait,
+    /// Written already (an appointed visit, with its appointment).
+    Written,
+    /// Sent or not, the delivery as it now stands, to be written with its event if it
+    /// reached a final state (`why` explains a failure).
+    Write(Delivery, String),
+}
 
 /// Runs until `shutdown`.
 pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
@@ -41,16 +56,13 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
             }
         };
         let full = due.len() as i64 == BATCH;
-        let mut acted = 0;
-        for d in due {
-            match attempt(&ctx, d).await {
-                Ok(true) => acted += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "a reply could not be recorded; it is tried again")
-                }
+        let acted = match sweep(&ctx, due).await {
+            Ok(acted) => acted,
+            Err(e) => {
+                tracing::warn!(error = %e, "replies could not be recorded; they are tried again");
+                0
             }
-        }
+        };
         if full && acted > 0 {
             continue;
         }
@@ -62,6 +74,36 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
     }
 }
 
+/// Tries each of `due` and writes what became of them in one transaction; how many were
+/// acted on. A crash before the commit sends the sweep's messages again on restart (at
+/// least once, as the module says).
+async fn sweep(ctx: &Ctx, due: Vec<Delivery>) -> Result<usize, Error> {
+    let mut acted = 0;
+    let mut writes = Vec::new();
+    for d in due {
+        match attempt(ctx, d).await {
+            Ok(Outcome::Wait) => {}
+            Ok(Outcome::Written) => acted += 1,
+            Ok(Outcome::Write(d, why)) => {
+                acted += 1;
+                writes.push((d, why));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "a reply could not be recorded; it is tried again")
+            }
+        }
+    }
+    if writes.is_empty() {
+        return Ok(acted);
+    }
+    let mut tx = ctx.db.begin().await?;
+    for (d, why) in writes {
+        record(&mut tx, d, why).await?;
+    }
+    tx.commit().await?;
+    Ok(acted)
+}
+
 /// The wait before try `attempts + 1`: the base doubled each time, at most an hour.
 pub fn backoff(base_seconds: u64, attempts: i32) -> Micros {
     let factor = 1_u64 << attempts.clamp(0, 16);
@@ -69,17 +111,17 @@ pub fn backoff(base_seconds: u64, attempts: i32) -> Micros {
     i64::try_from(seconds).unwrap_or(3_600) * 1_000_000
 }
 
-/// Tries one delivery. False when it must wait: the case's submission (the reporter's contact)
+/// Tries one delivery. [`Outcome::Wait`] when the case's submission (the reporter's contact)
 /// has not come through intake's feed yet — routing's feed can run ahead of intake's. That is
 /// no failed attempt and takes no back-off: the delivery stays due and is looked at again on
 /// the next tick, so it goes out as soon as the contact arrives.
-async fn attempt(ctx: &Ctx, d: Delivery) -> Result<bool, Error> {
+async fn attempt(ctx: &Ctx, d: Delivery) -> Result<Outcome, Error> {
     let contact = store::replies::contact(ctx.db.pool(), &d.case_id).await?;
     let reply = store::replies::reply(ctx.db.pool(), &d.reply_id).await?;
     let (Some(contact), Some(reply)) = (contact, reply) else {
-        return Ok(false);
+        return Ok(Outcome::Wait);
     };
-    deliver(ctx, d, contact, reply).await.map(|()| true)
+    deliver(ctx, d, contact, reply).await
 }
 
 async fn deliver(
@@ -87,19 +129,15 @@ async fn deliver(
     mut d: Delivery,
     contact: crate::replies::Contact,
     reply: crate::replies::Reply,
-) -> Result<(), Error> {
+) -> Result<Outcome, Error> {
     d.method = contact.method;
     if contact.anonymous {
-        return finish(
-            ctx,
-            d,
-            DeliveryState::Undeliverable,
-            "an anonymous report".into(),
-        )
-        .await;
+        let why = "an anonymous report".to_string();
+        return Ok(finish(ctx, d, DeliveryState::Undeliverable, why));
     }
     if contact.needs_visit {
-        return appoint(ctx, d, &contact, &reply.text).await;
+        appoint(ctx, d, &contact, &reply.text).await?;
+        return Ok(Outcome::Written);
     }
     let address = match method_slug(contact.method) {
         "phone" => contact.phone.clone(),
@@ -117,16 +155,19 @@ async fn deliver(
         text: reply.text.clone(),
     };
     d.attempts += 1;
-    match ctx.outlets.for_method(contact.method).send(&message).await {
-        Ok(()) => finish(ctx, d, DeliveryState::Delivered, String::new()).await,
-        Err(e) => retry(ctx, d, e).await,
-    }
+    Ok(
+        match ctx.outlets.for_method(contact.method).send(&message).await {
+            Ok(()) => finish(ctx, d, DeliveryState::Delivered, String::new()),
+            Err(e) => retry(ctx, d, e),
+        },
+    )
 }
 
-async fn retry(ctx: &Ctx, mut d: Delivery, why: String) -> Result<(), Error> {
+/// A failed send: due again after the back-off, or failed for good after the last try.
+fn retry(ctx: &Ctx, mut d: Delivery, why: String) -> Outcome {
     let now = ctx.clock.now_micros();
     if d.attempts >= i32::try_from(ctx.config.reply_max_attempts).unwrap_or(6) {
-        return finish(ctx, d, DeliveryState::Failed, why).await;
+        return finish(ctx, d, DeliveryState::Failed, why);
     }
     if d.attempts == 0 {
         d.attempts = 1;
@@ -134,19 +175,11 @@ async fn retry(ctx: &Ctx, mut d: Delivery, why: String) -> Result<(), Error> {
     d.next_attempt_time = now + backoff(ctx.config.reply_retry_seconds, d.attempts - 1);
     d.last_error = why;
     d.update_time = now;
-    let mut tx = ctx.db.begin().await?;
-    if store::replies::update_delivery(&mut tx, &d).await? {
-        tx.commit().await?;
-    }
-    Ok(())
+    Outcome::Write(d, String::new())
 }
 
-async fn finish(
-    ctx: &Ctx,
-    mut d: Delivery,
-    state: DeliveryState,
-    why: String,
-) -> Result<(), Error> {
+/// A delivery in its final `state`.
+fn finish(ctx: &Ctx, mut d: Delivery, state: DeliveryState, why: String) -> Outcome {
     let now = ctx.clock.now_micros();
     d.state = state;
     d.update_time = now;
@@ -155,30 +188,39 @@ async fn finish(
     } else {
         d.last_error = why.clone();
     }
-    let mut tx = ctx.db.begin().await?;
-    if !store::replies::update_delivery(&mut tx, &d).await? {
+    Outcome::Write(d, why)
+}
+
+/// Writes a delivery with its version check and, in a final state, its event. One changed
+/// meanwhile is left as it is (it is not written, and has no event).
+async fn record(tx: &mut Tx, d: Delivery, why: String) -> Result<(), Error> {
+    if !store::replies::update_delivery(tx, &d).await? {
         return Ok(());
     }
+    let now = d.update_time;
     let meta = EventMeta::current(ACTOR);
     let subject = format!("cases/{}", d.case_id);
-    if state == DeliveryState::Delivered {
-        let e = pb::ReplyDelivered {
-            reply: format!("replies/{}", d.reply_id),
-            case: subject.clone(),
-            method: d.method,
-            attempts: d.attempts,
-        };
-        feed::append(&mut tx, &meta, &subject, &e, now).await?;
-    } else {
-        let e = pb::ReplyFailed {
-            reply: format!("replies/{}", d.reply_id),
-            case: subject.clone(),
-            state: state.wire(),
-            reason: why,
-        };
-        feed::append(&mut tx, &meta, &subject, &e, now).await?;
+    match d.state {
+        DeliveryState::Delivered => {
+            let e = pb::ReplyDelivered {
+                reply: format!("replies/{}", d.reply_id),
+                case: subject.clone(),
+                method: d.method,
+                attempts: d.attempts,
+            };
+            feed::append(tx, &meta, &subject, &e, now).await?;
+        }
+        DeliveryState::Failed | DeliveryState::Undeliverable => {
+            let e = pb::ReplyFailed {
+                reply: format!("replies/{}", d.reply_id),
+                case: subject.clone(),
+                state: d.state.wire(),
+                reason: why,
+            };
+            feed::append(tx, &meta, &subject, &e, now).await?;
+        }
+        DeliveryState::Queued | DeliveryState::AwaitingVisit => {}
     }
-    tx.commit().await?;
     Ok(())
 }
 

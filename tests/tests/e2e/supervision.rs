@@ -708,6 +708,20 @@ async fn papers_pause_the_clock_visits_and_clusters_get_their_replies(backend: B
     );
     let methods: Vec<i32> = replies[0].deliveries.iter().map(|d| d.method).collect();
     assert!(methods.contains(&(tpb::ContactMethod::Online as i32)));
+    if backend == Backend::Postgres {
+        // One sweep sent both and wrote both outcomes in one transaction (each event records
+        // its transaction on PostgreSQL).
+        let txids: Vec<i64> = sqlx::query_scalar(
+            "SELECT DISTINCT txid FROM events WHERE kind = $1 AND subject IN ($2, $3)",
+        )
+        .bind(pb::ReplyDelivered::full_name())
+        .bind(&first.name)
+        .bind(&second.name)
+        .fetch_all(suite.db("supervision").pool())
+        .await
+        .unwrap();
+        assert_eq!(txids.len(), 1, "{txids:?}");
+    }
     // The second report's own resolution adds no second reply.
     accept_and_resolve(&suite, GRID_UNIT, Role::GridWorker, &second.name, "同上").await;
     clock_when(&suite, &second.name, "the second clock to close", |c| {
