@@ -680,13 +680,7 @@ async fn supplements_withdrawal_and_the_timeline(backend: Backend) {
         Code::FailedPrecondition
     );
 
-    let timeline = intake
-        .get_case_timeline(pb::GetCaseTimelineRequest {
-            name: case.name.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let timeline = timeline_of(&mut intake, &case.name).await;
     let kinds: Vec<_> = timeline.entries.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(
         kinds,
@@ -844,13 +838,7 @@ async fn reports_of_the_same_issue_are_clustered(backend: Backend) {
     assert_eq!(err.code(), Code::PermissionDenied);
 
     // Every reporter's timeline tells of the link.
-    let timeline = intake
-        .get_case_timeline(pb::GetCaseTimelineRequest {
-            name: first.name.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let timeline = timeline_of(&mut intake, &first.name).await;
     assert!(
         timeline
             .entries
@@ -861,13 +849,7 @@ async fn reports_of_the_same_issue_are_clustered(backend: Backend) {
     // formed it with the first; staff linked the unrelated one to the first, the one nearby
     // and the located one, after the second had left.
     for (case, others) in [(&second, 1), (&unrelated, 3)] {
-        let timeline = intake
-            .get_case_timeline(pb::GetCaseTimelineRequest {
-                name: case.name.clone(),
-            })
-            .await
-            .unwrap()
-            .into_inner();
+        let timeline = timeline_of(&mut intake, &case.name).await;
         let linked: Vec<&str> = timeline
             .entries
             .iter()

@@ -270,15 +270,7 @@ async fn accept_resolve_and_the_resident_sees_it(backend: Backend) {
     assert_eq!(done.state, ipb::CaseState::Resolved as i32);
 
     let staff = suite.token("reader", Role::WindowStaff, None, None).await;
-    let timeline = suite
-        .intake(&staff)
-        .await
-        .get_case_timeline(ipb::GetCaseTimelineRequest {
-            name: case.name.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let timeline = timeline_of(&mut suite.intake(&staff).await, &case.name).await;
     let summaries: Vec<&str> = timeline
         .entries
         .iter()
@@ -589,15 +581,7 @@ async fn referral_goes_to_the_competent_body(backend: Backend) {
     let shown = intake_state(&suite, &case.name, ipb::CaseState::Referred).await;
     assert_eq!(shown.disposition, tpb::Disposition::Referred as i32);
     let staff = suite.token("reader", Role::WindowStaff, None, None).await;
-    let timeline = suite
-        .intake(&staff)
-        .await
-        .get_case_timeline(ipb::GetCaseTimelineRequest {
-            name: case.name.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let timeline = timeline_of(&mut suite.intake(&staff).await, &case.name).await;
     assert!(
         timeline
             .entries
@@ -799,13 +783,7 @@ async fn missing_papers_pause_the_case_until_they_arrive(backend: Backend) {
         .into_inner();
     assert_eq!(asked.state, pb::AssignmentState::AwaitingPapers as i32);
     intake_state(&suite, &case.name, ipb::CaseState::AwaitingPapers).await;
-    let timeline = intake
-        .get_case_timeline(ipb::GetCaseTimelineRequest {
-            name: case.name.clone(),
-        })
-        .await
-        .unwrap()
-        .into_inner();
+    let timeline = timeline_of(&mut intake, &case.name).await;
     assert!(
         timeline
             .entries

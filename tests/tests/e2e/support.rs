@@ -1,6 +1,10 @@
 //! Request builders shared by the tests.
 
-use minqing_proto::minqing::{intake::v1 as pb, r#type::v1 as tpb};
+use minqing_proto::minqing::{
+    intake::v1::{self as pb, intake_client::IntakeClient},
+    r#type::v1 as tpb,
+};
+use minqing_tests::Authed;
 
 pub const BUILDING: &str = "620102001001-g01-b01";
 pub const OTHER_BUILDING: &str = "620102001001-g02-b01";
@@ -62,4 +66,13 @@ pub fn traced<T>(message: T, traceparent: &str) -> tonic::Request<T> {
     req.metadata_mut()
         .insert("traceparent", traceparent.parse().unwrap());
     req
+}
+
+/// A case's timeline, as its reader sees it.
+pub async fn timeline_of(intake: &mut IntakeClient<Authed>, case: &str) -> pb::CaseTimeline {
+    intake
+        .get_case_timeline(pb::GetCaseTimelineRequest { name: case.into() })
+        .await
+        .unwrap()
+        .into_inner()
 }
