@@ -22,7 +22,7 @@ use crate::{
 };
 use minqing_kit::{
     db::Tx,
-    feed::{self, EventMeta},
+    feed::{self, EventMeta, EventRow},
     time::Micros,
 };
 use minqing_proto::minqing::supervision::v1 as pb;
@@ -34,8 +34,6 @@ const BATCH: i64 = 64;
 /// in one transaction: one commit (and one wake-up of the feed's readers) per sweep rather
 /// than per message.
 enum Outcome {
-    /// The reporter's contact has not come through intake's feed yet: it stays due.
-    Wait,
     /// Written already (an appointed visit, with its appointment).
     Written,
     /// Sent or not, the delivery as it now stands, to be written with its event if it
@@ -75,14 +73,30 @@ pub async fn run(ctx: Arc<Ctx>, shutdown: CancellationToken) {
 }
 
 /// Tries each of `due` and writes what became of them in one transaction; how many were
-/// acted on. A crash before the commit sends the sweep's messages again on restart (at
-/// least once, as the module says).
+/// acted on. The reporters' contacts and the replies are read for the whole sweep at once. A
+/// crash before the commit sends the sweep's messages again on restart (at least once, as
+/// the module says).
 async fn sweep(ctx: &Ctx, due: Vec<Delivery>) -> Result<usize, Error> {
+    if due.is_empty() {
+        return Ok(0);
+    }
+    let ids = |f: fn(&Delivery) -> &String| -> Vec<String> {
+        let set: std::collections::BTreeSet<&String> = due.iter().map(f).collect();
+        set.into_iter().cloned().collect()
+    };
+    let contacts = store::replies::contacts(ctx.db.pool(), &ids(|d| &d.case_id)).await?;
+    let replies = store::replies::replies_by_id(ctx.db.pool(), &ids(|d| &d.reply_id)).await?;
     let mut acted = 0;
     let mut writes = Vec::new();
     for d in due {
-        match attempt(ctx, d).await {
-            Ok(Outcome::Wait) => {}
+        // The reporter's contact has not come through intake's feed yet (routing's feed can
+        // run ahead of intake's): no failed attempt and no back-off; the delivery stays due
+        // and goes out on a later tick, as soon as the contact arrives.
+        let (Some(contact), Some(reply)) = (contacts.get(&d.case_id), replies.get(&d.reply_id))
+        else {
+            continue;
+        };
+        match deliver(ctx, d, contact, reply).await {
             Ok(Outcome::Written) => acted += 1,
             Ok(Outcome::Write(d, why)) => {
                 acted += 1;
@@ -97,9 +111,7 @@ async fn sweep(ctx: &Ctx, due: Vec<Delivery>) -> Result<usize, Error> {
         return Ok(acted);
     }
     let mut tx = ctx.db.begin().await?;
-    for (d, why) in writes {
-        record(&mut tx, d, why).await?;
-    }
+    record(&mut tx, writes).await?;
     tx.commit().await?;
     Ok(acted)
 }
@@ -111,24 +123,11 @@ pub fn backoff(base_seconds: u64, attempts: i32) -> Micros {
     i64::try_from(seconds).unwrap_or(3_600) * 1_000_000
 }
 
-/// Tries one delivery. [`Outcome::Wait`] when the case's submission (the reporter's contact)
-/// has not come through intake's feed yet — routing's feed can run ahead of intake's. That is
-/// no failed attempt and takes no back-off: the delivery stays due and is looked at again on
-/// the next tick, so it goes out as soon as the contact arrives.
-async fn attempt(ctx: &Ctx, d: Delivery) -> Result<Outcome, Error> {
-    let contact = store::replies::contact(ctx.db.pool(), &d.case_id).await?;
-    let reply = store::replies::reply(ctx.db.pool(), &d.reply_id).await?;
-    let (Some(contact), Some(reply)) = (contact, reply) else {
-        return Ok(Outcome::Wait);
-    };
-    deliver(ctx, d, contact, reply).await
-}
-
 async fn deliver(
     ctx: &Ctx,
     mut d: Delivery,
-    contact: crate::replies::Contact,
-    reply: crate::replies::Reply,
+    contact: &crate::replies::Contact,
+    reply: &crate::replies::Reply,
 ) -> Result<Outcome, Error> {
     d.method = contact.method;
     if contact.anonymous {
@@ -136,7 +135,7 @@ async fn deliver(
         return Ok(finish(ctx, d, DeliveryState::Undeliverable, why));
     }
     if contact.needs_visit {
-        appoint(ctx, d, &contact, &reply.text).await?;
+        appoint(ctx, d, contact, &reply.text).await?;
         return Ok(Outcome::Written);
     }
     let address = match method_slug(contact.method) {
@@ -191,36 +190,42 @@ fn finish(ctx: &Ctx, mut d: Delivery, state: DeliveryState, why: String) -> Outc
     Outcome::Write(d, why)
 }
 
-/// Writes a delivery with its version check and, in a final state, its event. One changed
-/// meanwhile is left as it is (it is not written, and has no event).
-async fn record(tx: &mut Tx, d: Delivery, why: String) -> Result<(), Error> {
-    if !store::replies::update_delivery(tx, &d).await? {
-        return Ok(());
-    }
-    let now = d.update_time;
+/// Writes a sweep's deliveries, each with its version check and, in a final state, its
+/// event. One changed meanwhile is left as it is (it is not written, and has no event).
+async fn record(tx: &mut Tx, writes: Vec<(Delivery, String)>) -> Result<(), Error> {
+    let deliveries: Vec<Delivery> = writes.iter().map(|(d, _)| d.clone()).collect();
+    let written = store::replies::update_deliveries(tx, &deliveries).await?;
     let meta = EventMeta::current(ACTOR);
-    let subject = format!("cases/{}", d.case_id);
-    match d.state {
-        DeliveryState::Delivered => {
-            let e = pb::ReplyDelivered {
-                reply: format!("replies/{}", d.reply_id),
-                case: subject.clone(),
-                method: d.method,
-                attempts: d.attempts,
-            };
-            feed::append(tx, &meta, &subject, &e, now).await?;
+    let mut rows = Vec::new();
+    for (d, why) in writes {
+        if !written.contains(&d.id) {
+            continue;
         }
-        DeliveryState::Failed | DeliveryState::Undeliverable => {
-            let e = pb::ReplyFailed {
-                reply: format!("replies/{}", d.reply_id),
-                case: subject.clone(),
-                state: d.state.wire(),
-                reason: why,
-            };
-            feed::append(tx, &meta, &subject, &e, now).await?;
+        let now = d.update_time;
+        let subject = format!("cases/{}", d.case_id);
+        match d.state {
+            DeliveryState::Delivered => {
+                let e = pb::ReplyDelivered {
+                    reply: format!("replies/{}", d.reply_id),
+                    case: subject.clone(),
+                    method: d.method,
+                    attempts: d.attempts,
+                };
+                rows.push(EventRow::new(&meta, &subject, &e, now));
+            }
+            DeliveryState::Failed | DeliveryState::Undeliverable => {
+                let e = pb::ReplyFailed {
+                    reply: format!("replies/{}", d.reply_id),
+                    case: subject.clone(),
+                    state: d.state.wire(),
+                    reason: why,
+                };
+                rows.push(EventRow::new(&meta, &subject, &e, now));
+            }
+            DeliveryState::Queued | DeliveryState::AwaitingVisit => {}
         }
-        DeliveryState::Queued | DeliveryState::AwaitingVisit => {}
     }
+    feed::append_rows(tx, rows).await?;
     Ok(())
 }
 

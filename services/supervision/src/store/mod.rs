@@ -50,6 +50,11 @@ pub(crate) const MIGRATIONS: minqing_kit::db::Migrations = minqing_kit::db::Migr
             "supervision hot spots' cases as rows",
             include_str!("../../migrations/201_hotspot_cases.sqlite.sql"),
         ),
+        (
+            202,
+            "supervision hot spots looked up by case",
+            include_str!("../../migrations/202_hotspot_cases_by_case.sqlite.sql"),
+        ),
     ],
     postgres: &[
         (
@@ -86,6 +91,11 @@ pub(crate) const MIGRATIONS: minqing_kit::db::Migrations = minqing_kit::db::Migr
             201,
             "supervision hot spots' cases as rows",
             include_str!("../../migrations/201_hotspot_cases.postgres.sql"),
+        ),
+        (
+            202,
+            "supervision hot spots looked up by case",
+            include_str!("../../migrations/202_hotspot_cases_by_case.postgres.sql"),
         ),
     ],
 };

@@ -1,29 +1,21 @@
 //! Reporters' contacts, cluster membership, replies, deliveries and appointed visits.
 
+use std::collections::{HashMap, HashSet};
+
 use sqlx::{Any, Executor, Row};
 
 use super::{from_doc, to_doc};
 use crate::replies::{Appointment, Contact, Delivery, DeliveryState, Reply};
 use minqing_kit::{db::Tx, error::StoreError, time::Micros};
 
-/// A reporter's contact.
-pub async fn contact<'c, E: Executor<'c, Database = Any>>(
-    db: E,
-    case_id: &str,
-) -> Result<Option<Contact>, StoreError> {
-    let row = sqlx::query(
-        "SELECT anonymous, method, needs_visit, name, phone, postal_address, online_address, \
-            visit_note, recorded_by, district, street, community, grid \
-         FROM case_contacts WHERE case_id = $1",
-    )
-    .bind(case_id)
-    .fetch_optional(db)
-    .await?;
-    let Some(r) = row else { return Ok(None) };
+const CONTACT_COLUMNS: &str = "case_id, anonymous, method, needs_visit, name, phone, \
+    postal_address, online_address, visit_note, recorded_by, district, street, community, grid";
+
+fn contact_row(r: &sqlx::any::AnyRow) -> Result<Contact, StoreError> {
     let int = |c: &str| -> Result<i64, StoreError> { Ok(r.try_get::<i64, _>(c)?) };
     let text = |c: &str| -> Result<String, StoreError> { Ok(r.try_get::<String, _>(c)?) };
-    Ok(Some(Contact {
-        case_id: case_id.to_string(),
+    Ok(Contact {
+        case_id: text("case_id")?,
         anonymous: int("anonymous")? != 0,
         method: i32::try_from(int("method")?).unwrap_or(0),
         needs_visit: int("needs_visit")? != 0,
@@ -40,7 +32,43 @@ pub async fn contact<'c, E: Executor<'c, Database = Any>>(
             grid: text("grid")?,
             building: String::new(),
         },
-    }))
+    })
+}
+
+/// A reporter's contact.
+pub async fn contact<'c, E: Executor<'c, Database = Any>>(
+    db: E,
+    case_id: &str,
+) -> Result<Option<Contact>, StoreError> {
+    let sql = format!("SELECT {CONTACT_COLUMNS} FROM case_contacts WHERE case_id = $1");
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(case_id)
+        .fetch_optional(db)
+        .await?;
+    row.as_ref().map(contact_row).transpose()
+}
+
+/// The contacts of `case_ids` that are kept, by case: a statement per few hundred cases.
+pub async fn contacts(
+    db: &sqlx::AnyPool,
+    case_ids: &[String],
+) -> Result<HashMap<String, Contact>, StoreError> {
+    let mut out = HashMap::new();
+    for chunk in super::id_chunks(case_ids, 1) {
+        let sql = format!(
+            "SELECT {CONTACT_COLUMNS} FROM case_contacts WHERE case_id IN ({})",
+            minqing_kit::db::placeholders(chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(id.clone());
+        }
+        for row in q.fetch_all(db).await? {
+            let c = contact_row(&row)?;
+            out.insert(c.case_id.clone(), c);
+        }
+    }
+    Ok(out)
 }
 
 /// The cluster of a case ("" when none).
@@ -78,6 +106,29 @@ pub async fn reply<'c, E: Executor<'c, Database = Any>>(
         .await?;
     row.map(|r| from_doc(&r.try_get::<String, _>("doc")?))
         .transpose()
+}
+
+/// The replies of `ids` that exist, by id: a statement per few hundred.
+pub async fn replies_by_id(
+    db: &sqlx::AnyPool,
+    ids: &[String],
+) -> Result<HashMap<String, Reply>, StoreError> {
+    let mut out = HashMap::new();
+    for chunk in super::id_chunks(ids, 1) {
+        let sql = format!(
+            "SELECT doc FROM replies WHERE id IN ({})",
+            minqing_kit::db::placeholders(chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(id.clone());
+        }
+        for row in q.fetch_all(db).await? {
+            let reply: Reply = from_doc(&row.try_get::<String, _>("doc")?)?;
+            out.insert(reply.id.clone(), reply);
+        }
+    }
+    Ok(out)
 }
 
 /// The replies that answer a case or reach its reporter, oldest first.
@@ -141,6 +192,49 @@ pub async fn update_delivery(tx: &mut Tx, d: &Delivery) -> Result<bool, StoreErr
     .execute(tx.conn())
     .await?;
     Ok(done.rows_affected() == 1)
+}
+
+/// Writes deliveries, each only if still at its version, in a few multi-row statements;
+/// returns the ids of those written (one changed underneath is left as it is).
+pub async fn update_deliveries(
+    tx: &mut Tx,
+    deliveries: &[Delivery],
+) -> Result<HashSet<String>, StoreError> {
+    const COLUMNS: usize = 10;
+    // Each row's text is bounded by its error, which is short; 64 rows a statement keeps a
+    // sweep (at most 64) to one.
+    let mut written = HashSet::new();
+    for chunk in deliveries.chunks(64) {
+        let values = minqing_kit::db::values_list(chunk.len(), COLUMNS);
+        let sql = format!(
+            "WITH v (id, version, method, state, attempts, next_attempt_time, last_error, \
+                delivered_time, appointment, update_time) AS (VALUES {values}) \
+             UPDATE deliveries SET method = v.method, state = v.state, attempts = v.attempts, \
+                next_attempt_time = v.next_attempt_time, last_error = v.last_error, \
+                delivered_time = v.delivered_time, appointment = v.appointment, \
+                update_time = v.update_time, version = deliveries.version + 1 \
+             FROM v WHERE deliveries.id = v.id AND deliveries.version = v.version \
+             RETURNING deliveries.id"
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for d in chunk {
+            q = q
+                .bind(d.id.clone())
+                .bind(d.version)
+                .bind(i64::from(d.method))
+                .bind(i64::from(d.state.wire()))
+                .bind(i64::from(d.attempts))
+                .bind(d.next_attempt_time)
+                .bind(d.last_error.clone())
+                .bind(d.delivered_time)
+                .bind(d.appointment.clone())
+                .bind(d.update_time);
+        }
+        for row in q.fetch_all(tx.conn()).await? {
+            written.insert(row.try_get::<String, _>(0)?);
+        }
+    }
+    Ok(written)
 }
 
 /// Deliveries of some replies, by reply then case.
@@ -504,4 +598,133 @@ pub async fn insert_deliveries(tx: &mut Tx, deliveries: &[Delivery]) -> Result<(
     )
     .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{contacts, insert_deliveries, insert_replies, put_contacts, replies_by_id};
+    use crate::replies::{Contact, Delivery, DeliveryState, Reply, Trigger};
+    use minqing_kit::{backend_tests, db::Backend, testing::TestDatabase};
+
+    fn delivery(id: &str, reply: &str, case: &str) -> Delivery {
+        Delivery {
+            id: id.into(),
+            reply_id: reply.into(),
+            case_id: case.into(),
+            method: 1,
+            state: DeliveryState::Queued,
+            attempts: 0,
+            next_attempt_time: 10,
+            last_error: String::new(),
+            delivered_time: 0,
+            appointment: String::new(),
+            update_time: 10,
+            version: 1,
+        }
+    }
+
+    /// What a delivery sweep reads and writes for many deliveries at once: the contacts and
+    /// replies kept (none made up for the others), and only the deliveries still at the
+    /// version the sweep read written (the rest left as they are).
+    async fn a_sweep_reads_and_writes_many_deliveries_at_once(backend: Backend) {
+        let Some(test) = TestDatabase::new(backend).await else {
+            return;
+        };
+        let db = test.db("supervision", &super::super::MIGRATIONS).await;
+        let reply = |id: &str, case: &str, text: &str| Reply {
+            id: id.into(),
+            case_id: case.into(),
+            cluster: String::new(),
+            trigger: Trigger::Referred,
+            text: text.into(),
+            create_time: 5,
+        };
+        let (r1, r2) = (reply("r1", "c1", "first"), reply("r2", "c2", "second"));
+        let contact = |case: &str, phone: &str| Contact {
+            case_id: case.into(),
+            anonymous: false,
+            method: 1,
+            needs_visit: false,
+            name: format!("resident of {case}"),
+            phone: phone.into(),
+            postal_address: String::new(),
+            online_address: String::new(),
+            visit_note: String::new(),
+            recorded_by: "users/clerk".into(),
+            place: crate::clock::Place {
+                district: "620102".into(),
+                ..Default::default()
+            },
+        };
+        let mut tx = db.begin().await.unwrap();
+        insert_replies(
+            &mut tx,
+            &[(&r1, "cases/c1|referred"), (&r2, "cases/c2|referred")],
+        )
+        .await
+        .unwrap();
+        put_contacts(
+            &mut tx,
+            &[
+                (contact("c1", "13900000001"), 5),
+                (contact("c2", "13900000002"), 5),
+            ],
+        )
+        .await
+        .unwrap();
+        let queued = [
+            delivery("d1", "r1", "c1"),
+            delivery("d2", "r2", "c2"),
+            delivery("d3", "r2", "c3"),
+        ];
+        insert_deliveries(&mut tx, &queued).await.unwrap();
+        tx.commit().await.unwrap();
+
+        let ids = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let found = replies_by_id(db.pool(), &ids(&["r1", "r2", "r9"]))
+            .await
+            .unwrap();
+        assert_eq!(found.len(), 2);
+        assert_eq!(found["r1"].text, "first");
+        assert_eq!(found["r2"].text, "second");
+        let kept = contacts(db.pool(), &ids(&["c1", "c2", "c3"]))
+            .await
+            .unwrap();
+        assert_eq!(kept.len(), 2, "c3 has no contact kept");
+        assert_eq!(kept["c2"].phone, "13900000002");
+        assert_eq!(kept["c1"].place.district, "620102");
+
+        // d2 changed after the sweep read it: the sweep's copy is a version behind.
+        sqlx::query("UPDATE deliveries SET version = version + 1 WHERE id = 'd2'")
+            .execute(db.pool())
+            .await
+            .unwrap();
+        let sent: Vec<Delivery> = queued
+            .iter()
+            .map(|d| Delivery {
+                state: DeliveryState::Delivered,
+                attempts: 1,
+                delivered_time: 20,
+                update_time: 20,
+                ..d.clone()
+            })
+            .collect();
+        let mut tx = db.begin().await.unwrap();
+        let written = super::update_deliveries(&mut tx, &sent).await.unwrap();
+        tx.commit().await.unwrap();
+        let mut written: Vec<String> = written.into_iter().collect();
+        written.sort();
+        assert_eq!(written, ids(&["d1", "d3"]));
+        for (id, state) in [
+            ("d1", DeliveryState::Delivered),
+            ("d2", DeliveryState::Queued),
+            ("d3", DeliveryState::Delivered),
+        ] {
+            let d = super::delivery_by_id(db.pool(), id).await.unwrap().unwrap();
+            assert_eq!((d.state, d.version), (state, 2), "{id}");
+        }
+        db.close().await;
+    }
+
+    backend_tests!(a_sweep_reads_and_writes_many_deliveries_at_once);
 }
