@@ -149,6 +149,15 @@ pub struct ConsumerOptions {
     /// one transaction. Each apply is a durable commit: under load, gathering for a few
     /// milliseconds turns hundreds of small commits a second into a few large ones.
     pub linger: Duration,
+    /// The least time from the start of one batch to the start of the next while events keep
+    /// coming (zero: no pacing). A batch whose first event arrives sooner after the previous
+    /// batch gathers until then, so a busy feed is applied in a few large batches a second
+    /// instead of many small ones; after a quiet spell the first event is applied at once
+    /// (only the linger applies). For consumers nobody waits on within a fraction of a
+    /// second (figures, replies to residents); each batch has a cost of its own whatever its
+    /// size (its transaction, its lease check and cursor, the reads it makes for the whole
+    /// batch, the rows it rewrites once per batch).
+    pub pace: Duration,
 }
 
 impl ConsumerOptions {
@@ -161,6 +170,7 @@ impl ConsumerOptions {
             max_batch: 256,
             holder: uuid::Uuid::new_v4().to_string(),
             linger: Duration::from_millis(10),
+            pace: Duration::ZERO,
         }
     }
 }
@@ -286,11 +296,16 @@ impl<A: Apply> Consumer<A> {
             };
         let mut renew = tokio::time::interval(self.opts.lease_ttl / 3);
         renew.tick().await;
+        // When the last batch with events began (for the pace).
+        let mut last: Option<tokio::time::Instant> = None;
         loop {
             tokio::select! {
                 msg = stream.next() => match msg {
                     Some(batch) => {
-                        let (batch, ended) = self.gather(batch?, &mut stream).await?;
+                        let (batch, ended) = self.gather(batch?, &mut stream, last).await?;
+                        if !batch.events.is_empty() {
+                            last = Some(tokio::time::Instant::now());
+                        }
                         self.apply_batch(batch).await?;
                         if ended {
                             return Err(End::StreamEnded);
@@ -313,18 +328,24 @@ impl<A: Apply> Consumer<A> {
         }
     }
 
-    /// Adds to `first` whatever else arrives within the linger, up to four full batches.
-    /// Returns the gathered batch and whether the stream ended meanwhile.
+    /// Adds to `first` whatever else arrives within the linger, and until the pace allows the
+    /// next batch after the one that began at `last`, up to four full batches. Returns the
+    /// gathered batch and whether the stream ended meanwhile.
     async fn gather(
         &self,
         mut first: pb::SubscribeResponse,
         stream: &mut BoxStream<'static, Result<pb::SubscribeResponse, tonic::Status>>,
+        last: Option<tokio::time::Instant>,
     ) -> Result<(pb::SubscribeResponse, bool), End> {
-        if self.opts.linger.is_zero() || first.events.is_empty() {
+        let now = tokio::time::Instant::now();
+        let mut deadline = now + self.opts.linger;
+        if let Some(last) = last {
+            deadline = deadline.max(last + self.opts.pace);
+        }
+        if deadline <= now || first.events.is_empty() {
             return Ok((first, false));
         }
         let cap = (self.opts.max_batch.max(1) as usize) * 4;
-        let deadline = tokio::time::Instant::now() + self.opts.linger;
         while first.events.len() < cap {
             match tokio::time::timeout_at(deadline, stream.next()).await {
                 Err(_) => break,

@@ -6,6 +6,7 @@ mod fanout;
 mod feed;
 mod harness;
 mod overload;
+mod pace;
 mod quiet;
 mod rows;
 mod sessions;
