@@ -34,8 +34,29 @@ pub(crate) const MIGRATIONS: minqing_kit::db::Migrations = minqing_kit::db::Migr
             include_str!("../migrations/postgres.sql"),
         ),
         (101, "cluster comparison text", COMPARE_TEXT_MIGRATION),
+        (
+            102,
+            "candidate indexes of open cases only",
+            POSTGRES_OPEN_CANDIDATES_MIGRATION,
+        ),
     ],
 };
+
+/// The candidate lookups want open cases only (`open_states`, 1 to 5): indexes of those alone
+/// let a lookup at a building whose recent cases are all closed or referred find that at once,
+/// instead of reading every one of them in the window to check its state (a building with
+/// hundreds of reports in the window cost each new report's lookup hundreds of rows). A
+/// state change already rewrites the case's index entries (the updates were seldom HOT), so
+/// the condition costs the writes nothing measurable. PostgreSQL only, as SQLite re-plans
+/// statements on tables with partial indexes (see [`SQLITE_FULL_INDEXES_MIGRATION`]).
+const POSTGRES_OPEN_CANDIDATES_MIGRATION: &str = "
+    DROP INDEX cases_same_building;
+    DROP INDEX cases_nearby;
+    CREATE INDEX cases_open_same_building ON cases (category, building, create_time)
+        WHERE state IN (1, 2, 3, 4, 5);
+    CREATE INDEX cases_open_nearby ON cases (category, lat_e6)
+        WHERE lat_e6 IS NOT NULL AND state IN (1, 2, 3, 4, 5);
+";
 
 /// The words duplicate detection compares, kept beside the case so candidates need no
 /// document parsing; and indexes that find the candidates (same building, or nearby) directly.
@@ -1139,4 +1160,21 @@ pub async fn case_events<'c, E: Executor<'c, Database = Any>>(
     rows.iter()
         .map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?, r.try_get(3)?)))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    /// The partial indexes' condition is the candidate lookups' own (`state IN (…)` written
+    /// from `open_states`), or PostgreSQL could not use them for the lookups.
+    #[test]
+    fn the_open_candidate_indexes_hold_the_states_the_lookups_ask_for() {
+        let condition = format!("state IN ({})", super::open_states());
+        assert_eq!(
+            super::POSTGRES_OPEN_CANDIDATES_MIGRATION
+                .matches(&condition)
+                .count(),
+            2,
+            "{condition}"
+        );
+    }
 }
