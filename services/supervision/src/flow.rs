@@ -1267,7 +1267,18 @@ mod tests {
             result: "fixed".into(),
             ..Default::default()
         });
-        // The cluster's reply went out with a's: none for b.
+        // x joins the cluster after its resolution was made (in the same batch, when the
+        // batch is whole).
+        f.push(&ipb::CaseClustered {
+            cluster: Some(ipb::Cluster {
+                name: "clusters/k1".into(),
+                ..Default::default()
+            }),
+            case: "cases/x".into(),
+            by_staff: false,
+            size: 4,
+        });
+        // The cluster's reply went out with a's: none for b, and x is added to it.
         f.push(&rpb::AssignmentResolved {
             assignment: Some(assignment("b", t0 + hour)),
             result: "fixed too".into(),
@@ -1383,6 +1394,13 @@ mod tests {
         ));
         f.push(&rpb::CaseReferred {
             case: "cases/y".into(),
+            ..Default::default()
+        });
+        // a is resolved again after y joined: the cluster's resolution (made in the earlier
+        // batch, before y) now reaches y too, and only y.
+        f.push(&rpb::AssignmentResolved {
+            assignment: Some(assignment("a", t0)),
+            result: "fixed for good".into(),
             ..Default::default()
         });
         f.push(&ipb::CaseSupplemented {
@@ -1552,6 +1570,10 @@ mod tests {
                     reply.name.clear();
                 }
                 format!("{e:?}")
+            } else if kind == pb::ReplyExtended::full_name() {
+                let mut e = pb::ReplyExtended::decode(payload.as_slice()).unwrap();
+                e.reply.clear();
+                format!("{e:?}")
             } else {
                 format!("{payload:?}")
             };
@@ -1598,11 +1620,25 @@ mod tests {
         // The batch did what the events ask for (so the comparison compared something).
         assert_eq!(count(&after_first, "clock "), 10, "{after_first:#?}");
         assert_eq!(count(&after_first, "contact "), 6);
-        // a's collective answer reached a, b and z (in the cluster then, with no contact).
+        // a's collective answer reached a, b and z (in the cluster then, with no contact),
+        // and x, who joined after it was made, through b's.
         assert_eq!(
             count(&after_first, "delivery clusters/k1|resolved"),
-            3,
+            4,
             "{after_first:#?}"
+        );
+        let extended = |d: &[String]| -> Vec<String> {
+            d.iter()
+                .filter(|l| l.starts_with(&format!("event {}", pb::ReplyExtended::full_name())))
+                .cloned()
+                .collect()
+        };
+        let first_extension = extended(&after_first);
+        assert_eq!(first_extension.len(), 1, "{after_first:#?}");
+        assert!(
+            first_extension[0].contains("cases/b")
+                && first_extension[0].contains("case: \"cases/x\""),
+            "{first_extension:?}"
         );
         // a's first contact stands (phone), not the second submission's.
         assert!(
@@ -1621,6 +1657,16 @@ mod tests {
         // Later: y's referral (the cluster's, collective) and h's escalation are new; b's
         // resolution again is not (the cluster was answered in the earlier batch).
         assert_eq!(replies(&b), 7, "{b:#?}");
+        // The cluster's resolution reached y, who joined after it was made, once (b's second
+        // resolution came before y joined, a's after).
+        assert_eq!(count(&b, "delivery clusters/k1|resolved"), 5, "{b:#?}");
+        let later_extension = extended(&b);
+        assert_eq!(later_extension.len(), 2, "{b:#?}");
+        assert!(
+            later_extension[1].contains("cases/a")
+                && later_extension[1].contains("case: \"cases/y\""),
+            "{later_extension:?}"
+        );
         assert!(count(&b, "timer ") > 0);
         assert!(b.iter().any(|l| l.starts_with("unit units/u2 1")));
         let versions: Vec<&String> = b.iter().filter(|l| l.starts_with("clock a |")).collect();

@@ -5,6 +5,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
+use prost::{Message, Name};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -379,8 +380,11 @@ impl Replies {
     }
 
     /// Makes the batch's writes: contacts, cluster membership, and the replies whose dedupe
-    /// key no earlier batch used, with their deliveries. The `ReplyQueued` events of the
-    /// others are taken out of `out`. True when a reply was queued.
+    /// key no earlier reply used, with their deliveries. A reply made already (by an earlier
+    /// batch, or earlier in this one) is not made again: its `ReplyQueued` event is taken out
+    /// of `out` — or, for a collective reply whose cluster now has reports the first has not
+    /// reached (they joined since it was made), becomes a `ReplyExtended` queuing the first
+    /// reply to them. True when anything was queued.
     pub(crate) async fn flush(self, tx: &mut Tx, out: &mut Pending) -> Result<bool, Error> {
         store::replies::put_contacts(tx, &self.contacts).await?;
         let clusters: Vec<(String, String)> = self.clusters.into_iter().collect();
@@ -389,13 +393,57 @@ impl Replies {
             return Ok(false);
         }
         let keys: Vec<String> = self.replies.iter().map(|r| r.dedupe.clone()).collect();
-        let used = store::replies::used_dedupes(tx, &keys).await?;
-        let (new, old): (Vec<NewReply>, Vec<NewReply>) = self
+        // The reply made for each dedupe key: by earlier batches, then by this one.
+        let mut made = store::replies::used_dedupes(tx, &keys).await?;
+        let earlier: Vec<String> = self
             .replies
+            .iter()
+            .filter(|r| !r.reply.cluster.is_empty())
+            .filter_map(|r| made.get(&r.dedupe).cloned())
+            .collect::<BTreeSet<_>>()
             .into_iter()
-            .partition(|r| !used.contains(&r.dedupe));
-        if !old.is_empty() {
-            let drop: HashSet<usize> = old.iter().map(|r| r.event).collect();
+            .collect();
+        let mut reached = store::replies::reached(tx, &earlier).await?;
+        let mut new: Vec<(Reply, String)> = Vec::new();
+        let mut deliveries: Vec<Delivery> = Vec::new();
+        let mut drop: HashSet<usize> = HashSet::new();
+        for r in self.replies {
+            let Some(id) = made.get(&r.dedupe).cloned() else {
+                made.insert(r.dedupe.clone(), r.reply.id.clone());
+                for d in &r.deliveries {
+                    reached.insert((r.reply.id.clone(), d.case_id.clone()));
+                }
+                deliveries.extend(r.deliveries);
+                new.push((r.reply, r.dedupe));
+                continue;
+            };
+            let joined: Vec<Delivery> = if r.reply.cluster.is_empty() {
+                Vec::new()
+            } else {
+                r.deliveries
+                    .into_iter()
+                    .filter(|d| reached.insert((id.clone(), d.case_id.clone())))
+                    .map(|d| Delivery {
+                        reply_id: id.clone(),
+                        ..d
+                    })
+                    .collect()
+            };
+            if joined.is_empty() {
+                drop.insert(r.event);
+                continue;
+            }
+            let e = pb::ReplyExtended {
+                reply: format!("replies/{id}"),
+                case: format!("cases/{}", r.reply.case_id),
+                deliveries: crate::grpc::convert::reply(&r.reply, &joined).deliveries,
+            };
+            let row = &mut out.rows[r.event];
+            row.kind = pb::ReplyExtended::full_name();
+            row.payload = e.encode_to_vec();
+            deliveries.extend(joined);
+        }
+        if !drop.is_empty() {
             let mut i = 0;
             out.rows.retain(|_| {
                 let keep = !drop.contains(&i);
@@ -403,17 +451,15 @@ impl Replies {
                 keep
             });
         }
-        if new.is_empty() {
-            return Ok(false);
+        if !new.is_empty() {
+            let rows: Vec<(&Reply, &str)> = new.iter().map(|(r, k)| (r, k.as_str())).collect();
+            if store::replies::insert_replies(tx, &rows).await? != rows.len() as u64 {
+                // Another transaction answered the same step meanwhile: the batch again.
+                return Err(Error::Conflict);
+            }
         }
-        let rows: Vec<(&Reply, &str)> = new.iter().map(|r| (&r.reply, r.dedupe.as_str())).collect();
-        if store::replies::insert_replies(tx, &rows).await? != rows.len() as u64 {
-            // Another transaction answered the same step meanwhile: the batch again.
-            return Err(Error::Conflict);
-        }
-        let deliveries: Vec<Delivery> = new.into_iter().flat_map(|r| r.deliveries).collect();
         store::replies::insert_deliveries(tx, &deliveries).await?;
-        Ok(true)
+        Ok(!deliveries.is_empty())
     }
 }
 
@@ -443,8 +489,10 @@ pub(crate) async fn on_answer(
             clock.generation
         )
     };
-    // Made already in this batch (or, found at its end, by an earlier one): once only.
-    if b.dedupes.contains(&dedupe) {
+    // Made already in this batch (or, found at its end, by an earlier one): once only. A
+    // collective reply is made again all the same, to reach whoever joined the cluster since
+    // it was made ([`Replies::flush`] queues the first reply to them instead).
+    if b.dedupes.contains(&dedupe) && !collective {
         return Ok(());
     }
     let recipients = if collective {
@@ -472,20 +520,7 @@ pub(crate) async fn on_answer(
     let mut deliveries = Vec::new();
     for case_id in recipients {
         let method = b.method(tx, &case_id).await?;
-        deliveries.push(Delivery {
-            id: uuid::Uuid::now_v7().to_string(),
-            reply_id: reply.id.clone(),
-            case_id,
-            method,
-            state: DeliveryState::Queued,
-            attempts: 0,
-            next_attempt_time: s.now,
-            last_error: String::new(),
-            delivered_time: 0,
-            appointment: String::new(),
-            update_time: s.now,
-            version: 1,
-        });
+        deliveries.push(queued(&reply.id, &case_id, method, s.now));
     }
     let e = pb::ReplyQueued {
         reply: Some(crate::grpc::convert::reply(&reply, &deliveries)),
@@ -500,4 +535,22 @@ pub(crate) async fn on_answer(
         event,
     });
     Ok(())
+}
+
+/// A new delivery of a reply to a report, due at once.
+fn queued(reply_id: &str, case_id: &str, method: i32, now: Micros) -> Delivery {
+    Delivery {
+        id: uuid::Uuid::now_v7().to_string(),
+        reply_id: reply_id.to_string(),
+        case_id: case_id.to_string(),
+        method,
+        state: DeliveryState::Queued,
+        attempts: 0,
+        next_attempt_time: now,
+        last_error: String::new(),
+        delivered_time: 0,
+        appointment: String::new(),
+        update_time: now,
+        version: 1,
+    }
 }

@@ -512,15 +512,15 @@ pub async fn set_clusters(tx: &mut Tx, members: &[(String, String)]) -> Result<(
     Ok(())
 }
 
-/// Which of the `dedupe` keys replies already took.
+/// Which of the `dedupe` keys replies already took, with the reply that took each.
 pub async fn used_dedupes(
     tx: &mut Tx,
     keys: &[String],
-) -> Result<std::collections::HashSet<String>, StoreError> {
-    let mut out = std::collections::HashSet::new();
+) -> Result<HashMap<String, String>, StoreError> {
+    let mut out = HashMap::new();
     for chunk in super::id_chunks(keys, 1) {
         let sql = format!(
-            "SELECT dedupe FROM replies WHERE dedupe IN ({})",
+            "SELECT dedupe, id FROM replies WHERE dedupe IN ({})",
             minqing_kit::db::placeholders(chunk.len())
         );
         let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
@@ -528,7 +528,29 @@ pub async fn used_dedupes(
             q = q.bind(k.clone());
         }
         for row in q.fetch_all(tx.conn()).await? {
-            out.insert(row.try_get::<String, _>("dedupe")?);
+            out.insert(row.try_get("dedupe")?, row.try_get("id")?);
+        }
+    }
+    Ok(out)
+}
+
+/// The reports each of `reply_ids` has a delivery to, `(reply_id, case_id)`.
+pub async fn reached(
+    tx: &mut Tx,
+    reply_ids: &[String],
+) -> Result<HashSet<(String, String)>, StoreError> {
+    let mut out = HashSet::new();
+    for chunk in super::id_chunks(reply_ids, 1) {
+        let sql = format!(
+            "SELECT reply_id, case_id FROM deliveries WHERE reply_id IN ({})",
+            minqing_kit::db::placeholders(chunk.len())
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk {
+            q = q.bind(id.clone());
+        }
+        for row in q.fetch_all(tx.conn()).await? {
+            out.insert((row.try_get("reply_id")?, row.try_get("case_id")?));
         }
     }
     Ok(out)
