@@ -112,6 +112,25 @@ pub(crate) fn from_doc<T: DeserializeOwned>(doc: &str) -> Result<T, StoreError> 
     serde_json::from_str(doc).map_err(|e| decode_error("document", e))
 }
 
+/// The rows of `sql` for all of `ids`, a statement per chunk ([`id_chunks`]): `sql` is given
+/// a chunk's `IN (…)` list of placeholders (`$1, $2, …`), the statement's only ones.
+pub(crate) async fn rows_in(
+    conn: &mut sqlx::AnyConnection,
+    ids: &[String],
+    sql: impl Fn(&str) -> String,
+) -> Result<Vec<sqlx::any::AnyRow>, StoreError> {
+    let mut out = Vec::new();
+    for chunk in id_chunks(ids, 1) {
+        let text = sql(&minqing_kit::db::placeholders(chunk.len()));
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(text));
+        for id in chunk {
+            q = q.bind(id.clone());
+        }
+        out.extend(q.fetch_all(&mut *conn).await?);
+    }
+    Ok(out)
+}
+
 /// Cuts `ids` into chunks for `IN (…)` lists of `per_id` placeholders an id: each chunk stays
 /// under the statement-size cap routing's multi-row writes use
 /// ([`minqing_kit::db::MAX_STATEMENT_BYTES`] of values), under the bind-parameter limit and

@@ -53,22 +53,14 @@ pub async fn contacts(
     db: &sqlx::AnyPool,
     case_ids: &[String],
 ) -> Result<HashMap<String, Contact>, StoreError> {
-    let mut out = HashMap::new();
-    for chunk in super::id_chunks(case_ids, 1) {
-        let sql = format!(
-            "SELECT {CONTACT_COLUMNS} FROM case_contacts WHERE case_id IN ({})",
-            minqing_kit::db::placeholders(chunk.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in chunk {
-            q = q.bind(id.clone());
-        }
-        for row in q.fetch_all(db).await? {
-            let c = contact_row(&row)?;
-            out.insert(c.case_id.clone(), c);
-        }
-    }
-    Ok(out)
+    let mut conn = db.acquire().await?;
+    let rows = super::rows_in(&mut conn, case_ids, |ids| {
+        format!("SELECT {CONTACT_COLUMNS} FROM case_contacts WHERE case_id IN ({ids})")
+    })
+    .await?;
+    rows.iter()
+        .map(|row| contact_row(row).map(|c| (c.case_id.clone(), c)))
+        .collect()
 }
 
 /// The cluster of a case ("" when none).
@@ -113,22 +105,17 @@ pub async fn replies_by_id(
     db: &sqlx::AnyPool,
     ids: &[String],
 ) -> Result<HashMap<String, Reply>, StoreError> {
-    let mut out = HashMap::new();
-    for chunk in super::id_chunks(ids, 1) {
-        let sql = format!(
-            "SELECT doc FROM replies WHERE id IN ({})",
-            minqing_kit::db::placeholders(chunk.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in chunk {
-            q = q.bind(id.clone());
-        }
-        for row in q.fetch_all(db).await? {
+    let mut conn = db.acquire().await?;
+    let rows = super::rows_in(&mut conn, ids, |ids| {
+        format!("SELECT doc FROM replies WHERE id IN ({ids})")
+    })
+    .await?;
+    rows.iter()
+        .map(|row| {
             let reply: Reply = from_doc(&row.try_get::<String, _>("doc")?)?;
-            out.insert(reply.id.clone(), reply);
-        }
-    }
-    Ok(out)
+            Ok((reply.id.clone(), reply))
+        })
+        .collect()
 }
 
 /// The replies that answer a case or reach its reporter, oldest first.
@@ -420,23 +407,17 @@ pub async fn clusters_around(
 pub async fn contact_methods(
     tx: &mut Tx,
     case_ids: &[String],
-) -> Result<std::collections::HashMap<String, i32>, StoreError> {
-    let mut out = std::collections::HashMap::new();
-    for chunk in super::id_chunks(case_ids, 1) {
-        let sql = format!(
-            "SELECT case_id, method FROM case_contacts WHERE case_id IN ({})",
-            minqing_kit::db::placeholders(chunk.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in chunk {
-            q = q.bind(id.clone());
-        }
-        for row in q.fetch_all(tx.conn()).await? {
+) -> Result<HashMap<String, i32>, StoreError> {
+    let rows = super::rows_in(tx.conn(), case_ids, |ids| {
+        format!("SELECT case_id, method FROM case_contacts WHERE case_id IN ({ids})")
+    })
+    .await?;
+    rows.iter()
+        .map(|row| {
             let method = i32::try_from(row.try_get::<i64, _>("method")?).unwrap_or(0);
-            out.insert(row.try_get::<String, _>("case_id")?, method);
-        }
-    }
-    Ok(out)
+            Ok((row.try_get::<String, _>("case_id")?, method))
+        })
+        .collect()
 }
 
 /// Keeps reporters' contacts (each only the first time its case is seen), each case once,
@@ -517,21 +498,13 @@ pub async fn used_dedupes(
     tx: &mut Tx,
     keys: &[String],
 ) -> Result<HashMap<String, String>, StoreError> {
-    let mut out = HashMap::new();
-    for chunk in super::id_chunks(keys, 1) {
-        let sql = format!(
-            "SELECT dedupe, id FROM replies WHERE dedupe IN ({})",
-            minqing_kit::db::placeholders(chunk.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for k in chunk {
-            q = q.bind(k.clone());
-        }
-        for row in q.fetch_all(tx.conn()).await? {
-            out.insert(row.try_get("dedupe")?, row.try_get("id")?);
-        }
-    }
-    Ok(out)
+    let rows = super::rows_in(tx.conn(), keys, |keys| {
+        format!("SELECT dedupe, id FROM replies WHERE dedupe IN ({keys})")
+    })
+    .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("dedupe")?, row.try_get("id")?)))
+        .collect()
 }
 
 /// The reports each of `reply_ids` has a delivery to, `(reply_id, case_id)`.
@@ -539,21 +512,13 @@ pub async fn reached(
     tx: &mut Tx,
     reply_ids: &[String],
 ) -> Result<HashSet<(String, String)>, StoreError> {
-    let mut out = HashSet::new();
-    for chunk in super::id_chunks(reply_ids, 1) {
-        let sql = format!(
-            "SELECT reply_id, case_id FROM deliveries WHERE reply_id IN ({})",
-            minqing_kit::db::placeholders(chunk.len())
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in chunk {
-            q = q.bind(id.clone());
-        }
-        for row in q.fetch_all(tx.conn()).await? {
-            out.insert((row.try_get("reply_id")?, row.try_get("case_id")?));
-        }
-    }
-    Ok(out)
+    let rows = super::rows_in(tx.conn(), reply_ids, |ids| {
+        format!("SELECT reply_id, case_id FROM deliveries WHERE reply_id IN ({ids})")
+    })
+    .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("reply_id")?, row.try_get("case_id")?)))
+        .collect()
 }
 
 /// Inserts replies, `(reply, dedupe)`, in a few multi-row statements, each unless its
