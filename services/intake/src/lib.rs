@@ -104,7 +104,7 @@ pub async fn start(
     if config.clusters.enabled {
         let mut opts = ConsumerOptions::new(cluster::CONSUMER);
         opts.kinds = vec![pb::CaseSubmitted::full_name()];
-        opts.pace = minqing_kit::feed::BACKGROUND_PACE;
+        opts.pace = env.common.storage.background_pace();
         let consumer = Consumer::new(
             db.clone(),
             FeedSource::Local(db.clone()),
@@ -124,7 +124,7 @@ pub async fn start(
     if config.follow_routing {
         let mut opts = ConsumerOptions::new(routed::CONSUMER);
         opts.kinds = routed::kinds();
-        opts.pace = minqing_kit::feed::BACKGROUND_PACE;
+        opts.pace = env.common.storage.background_pace();
         let consumer = Consumer::new(
             db.clone(),
             FeedSource::Grpc {

@@ -118,6 +118,11 @@ pub struct StorageConfig {
     /// SQLite durability: `full` (every commit reaches the disk, the default) or `normal`
     /// (WAL commits may be lost on power failure, never corrupted).
     pub sqlite_synchronous: SqliteSync,
+    /// The least time between two batches of a background feed consumer while events keep
+    /// coming (supervision's, indicators', matching's, intake's clusterer and routing-status
+    /// follower; routing's dispatcher is never paced): larger batches cost less CPU a case,
+    /// and what those consumers keep is that much later under load. 0 turns pacing off.
+    pub background_pace_ms: u64,
 }
 
 impl Default for StorageConfig {
@@ -126,7 +131,15 @@ impl Default for StorageConfig {
             max_connections: 32,
             acquire_timeout_ms: 5_000,
             sqlite_synchronous: SqliteSync::Full,
+            background_pace_ms: 250,
         }
+    }
+}
+
+impl StorageConfig {
+    /// [`StorageConfig::background_pace_ms`] as a duration.
+    pub fn background_pace(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.background_pace_ms)
     }
 }
 
@@ -257,6 +270,9 @@ impl CommonConfig {
         }
         if self.storage.max_connections == 0 || self.storage.max_connections > 1_000 {
             return bad("storage.max_connections must be 1 to 1000");
+        }
+        if self.storage.background_pace_ms > 10_000 {
+            return bad("storage.background_pace_ms must be 0 to 10000");
         }
         if self.server.concurrency_limit == 0 {
             return bad("server.concurrency_limit must be at least 1");
@@ -402,5 +418,28 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("concurrency_limit"), "{err}");
+    }
+
+    #[test]
+    fn background_pace_defaults_to_a_quarter_second_and_is_bounded() {
+        let s = Settings::load(None, env(&[]), &[]).unwrap();
+        assert_eq!(
+            s.common.storage.background_pace(),
+            std::time::Duration::from_millis(250)
+        );
+        let s = Settings::load(
+            None,
+            env(&[("MINQING_STORAGE__BACKGROUND_PACE_MS", "0")]),
+            &[],
+        )
+        .unwrap();
+        assert!(s.common.storage.background_pace().is_zero());
+        let err = Settings::load(
+            None,
+            env(&[("MINQING_STORAGE__BACKGROUND_PACE_MS", "10001")]),
+            &[],
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("background_pace_ms"), "{err}");
     }
 }

@@ -127,7 +127,7 @@ pub async fn start(
         };
         let mut opts = ConsumerOptions::new(routing::CONSUMER);
         opts.kinds = routing::kinds();
-        opts.pace = minqing_kit::feed::BACKGROUND_PACE;
+        opts.pace = env.common.storage.background_pace();
         let consumer = Consumer::new(
             db.clone(),
             source,

@@ -138,7 +138,7 @@ pub async fn start_with_outlets(
             };
             let mut opts = ConsumerOptions::new(name);
             opts.kinds = kinds;
-            opts.pace = minqing_kit::feed::BACKGROUND_PACE;
+            opts.pace = env.common.storage.background_pace();
             let shutdown = env.shutdown.clone();
             if peer == "intake" {
                 let consumer =
@@ -167,7 +167,7 @@ pub async fn start_with_outlets(
         };
         let mut opts = ConsumerOptions::new(flow::FROM_MATCHING);
         opts.kinds = flow::matching_kinds();
-        opts.pace = minqing_kit::feed::BACKGROUND_PACE;
+        opts.pace = env.common.storage.background_pace();
         let consumer = Consumer::new(db.clone(), source, flow::FromMatching(ctx.clone()), opts);
         let shutdown = env.shutdown.clone();
         tasks.push(tokio::spawn(async move {

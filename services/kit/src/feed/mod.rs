@@ -39,11 +39,6 @@ pub use store::{
 };
 pub(crate) use tail::TailSlot;
 
-/// The [`ConsumerOptions::pace`] of consumers nobody waits on within a fraction of a second:
-/// supervision's, indicators', matching's, and intake's clusterer and routing-status
-/// follower. Routing's dispatcher (a case's way to its unit) is not paced.
-pub const BACKGROUND_PACE: std::time::Duration = std::time::Duration::from_millis(250);
-
 pub(crate) const BASE_MIGRATIONS_SQLITE: &[(i64, &str, &str)] = &[
     (
         1,

@@ -236,7 +236,7 @@ pub fn spawn(
         };
         let mut opts = ConsumerOptions::new(source.consumer());
         opts.kinds = source.kinds();
-        opts.pace = minqing_kit::feed::BACKGROUND_PACE;
+        opts.pace = env.common.storage.background_pace();
         let consumer = Consumer::new(
             ctx.db.clone(),
             feed,
