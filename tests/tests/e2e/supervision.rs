@@ -731,6 +731,54 @@ async fn papers_pause_the_clock_visits_and_clusters_get_their_replies(backend: B
     tokio::time::sleep(Duration::from_millis(300)).await;
     let replies = replies_when(&suite, &second.name, "still one reply", |r| r.len() == 1).await;
     assert_eq!(replies.len(), 1);
+
+    // A third report joins the cluster after its reply was made: when its own case is resolved
+    // the cluster's reply reaches it too (ReplyExtended), and the cluster still has one reply.
+    let third = submit(&suite, submission("cl-3")).await;
+    loop {
+        match suite
+            .intake(&staff)
+            .await
+            .link_cases(ipb::LinkCasesRequest {
+                cases: vec![first.name.clone(), third.name.clone()],
+                reason: "same light".into(),
+            })
+            .await
+        {
+            Err(e) if e.code() == Code::Aborted => continue,
+            other => {
+                other.unwrap();
+                break;
+            }
+        }
+    }
+    clock_when(&suite, &third.name, "the third clock", |c| {
+        c.state == pb::ClockState::Running as i32
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    accept_and_resolve(&suite, GRID_UNIT, Role::GridWorker, &third.name, "同上").await;
+    let replies = replies_when(
+        &suite,
+        &third.name,
+        "the cluster's reply for the third",
+        |r| {
+            r.len() == 1
+                && r[0].deliveries.len() == 3
+                && r[0]
+                    .deliveries
+                    .iter()
+                    .any(|d| d.case == third.name && d.state == pb::DeliveryState::Delivered as i32)
+        },
+    )
+    .await;
+    assert_eq!(replies[0].case, first.name);
+    let extended = events_when::<pb::ReplyExtended>(&suite, &third.name, 1).await;
+    assert_eq!(extended[0].reply, replies[0].name);
+    assert_eq!(extended[0].deliveries.len(), 1);
+    assert_eq!(extended[0].deliveries[0].case, third.name);
+    let replies = replies_when(&suite, &second.name, "still one reply", |r| r.len() == 1).await;
+    assert_eq!(replies[0].deliveries.len(), 3);
     suite.stop().await;
 }
 
