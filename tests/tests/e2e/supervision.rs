@@ -177,6 +177,28 @@ async fn desk_for(
 }
 
 /// Accepts and resolves a case's assignment in force through the unit's desk.
+/// Links two cases into one cluster as staff (`staff` a token), retrying on ABORTED (the
+/// clusterer changed a case meanwhile, and the caller is asked to retry).
+async fn link(suite: &Suite, staff: &str, a: &str, b: &str) {
+    loop {
+        match suite
+            .intake(staff)
+            .await
+            .link_cases(ipb::LinkCasesRequest {
+                cases: vec![a.to_string(), b.to_string()],
+                reason: "same light".into(),
+            })
+            .await
+        {
+            Err(e) if e.code() == Code::Aborted => continue,
+            other => {
+                other.unwrap();
+                return;
+            }
+        }
+    }
+}
+
 async fn accept_and_resolve(suite: &Suite, unit: &str, role: Role, case: &str, result: &str) {
     let clock = clock_when(suite, case, "an assignment to accept", |c| {
         c.acceptance.is_some()
@@ -658,24 +680,7 @@ async fn papers_pause_the_clock_visits_and_clusters_get_their_replies(backend: B
         c.online_address = "resident2@example.invalid".into();
     }
     let second = submit(&suite, other).await;
-    // ABORTED (the clusterer changed a case meanwhile) asks the caller to retry.
-    loop {
-        match suite
-            .intake(&staff)
-            .await
-            .link_cases(ipb::LinkCasesRequest {
-                cases: vec![first.name.clone(), second.name.clone()],
-                reason: "same light".into(),
-            })
-            .await
-        {
-            Err(e) if e.code() == Code::Aborted => continue,
-            other => {
-                other.unwrap();
-                break;
-            }
-        }
-    }
+    link(&suite, &staff, &first.name, &second.name).await;
     clock_when(&suite, &second.name, "the second clock", |c| {
         c.state == pb::ClockState::Running as i32
     })
@@ -735,23 +740,7 @@ async fn papers_pause_the_clock_visits_and_clusters_get_their_replies(backend: B
     // A third report joins the cluster after its reply was made: when its own case is resolved
     // the cluster's reply reaches it too (ReplyExtended), and the cluster still has one reply.
     let third = submit(&suite, submission("cl-3")).await;
-    loop {
-        match suite
-            .intake(&staff)
-            .await
-            .link_cases(ipb::LinkCasesRequest {
-                cases: vec![first.name.clone(), third.name.clone()],
-                reason: "same light".into(),
-            })
-            .await
-        {
-            Err(e) if e.code() == Code::Aborted => continue,
-            other => {
-                other.unwrap();
-                break;
-            }
-        }
-    }
+    link(&suite, &staff, &first.name, &third.name).await;
     clock_when(&suite, &third.name, "the third clock", |c| {
         c.state == pb::ClockState::Running as i32
     })
