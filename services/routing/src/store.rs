@@ -584,12 +584,13 @@ pub async fn read_desk(
 ) -> Result<Vec<DeskRow>, StoreError> {
     let rows = match db.backend() {
         Backend::Postgres => {
-            sqlx::query(
-                "SELECT txid, seq, kind, note, create_time, payload FROM desk_items \
+            sqlx::query(sqlx::AssertSqlSafe(format!(
+                "WITH {} SELECT txid, seq, kind, note, create_time, payload FROM desk_items \
                  WHERE unit_id = $1 AND (txid, seq) > ($2, $3) \
-                   AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+                   AND txid < (SELECT below FROM horizon) \
                  ORDER BY txid, seq LIMIT $4",
-            )
+                minqing_kit::feed::HORIZON
+            )))
             .bind(unit)
             .bind(after.txid)
             .bind(after.seq)

@@ -228,6 +228,31 @@ pub async fn append_row(tx: &mut Tx, row: EventRow) -> Result<String, StoreError
     Ok(id)
 }
 
+/// The feed's horizon on PostgreSQL, as a common table expression `horizon(below)`: events of
+/// transactions with ids below `below` are all committed (or rolled back) and visible to the
+/// statement, and no event can later appear below it.
+///
+/// The cluster-wide horizon, `pg_snapshot_xmin`, would do, but it waits for the oldest
+/// transaction running anywhere on the server: another service's long batch would hold back
+/// this feed though it can never write here. So a transaction still running is passed over
+/// when it is known to be another service's or another database's: its backend, matched by
+/// transaction id in `pg_stat_activity`, is connected to another database, or its
+/// `application_name` is another Minqing service's (each service's pool names itself
+/// `minqing/<schema>`, [`crate::db`], and only that pool writes the schema's events). Any
+/// other running transaction — this service's, one whose backend is not found (it has just
+/// finished, and its events may not be in this statement's snapshot), one of a connection
+/// named otherwise — holds the horizon as before. All of it reads the statement's one
+/// snapshot (`pg_current_snapshot` is the active snapshot), so the horizon and the rows
+/// returned agree.
+pub const HORIZON: &str = "horizon AS (SELECT LEAST(pg_snapshot_xmax(s)::text::bigint, \
+       (SELECT min(x::text::bigint) FROM pg_snapshot_xip(s) AS x \
+         WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a \
+           WHERE a.backend_xid::text::bigint = x::text::bigint % 4294967296 \
+             AND (a.datname IS DISTINCT FROM current_database() \
+                  OR (a.application_name LIKE 'minqing/%' \
+                      AND a.application_name <> current_setting('application_name')))))) \
+       AS below FROM pg_current_snapshot() AS s)";
+
 const COLUMNS: &str =
     "txid, seq, id, kind, subject, create_time, payload, actor, traceparent, tracestate";
 
@@ -249,14 +274,14 @@ pub async fn read_after(db: &Db, after: Cursor, limit: i64) -> Result<Batch, Sto
             // below the horizon, and a one-row probe saying whether committed events beyond
             // them are held back by an older transaction still running.
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "(SELECT {COLUMNS}, 1 AS safe FROM events \
+                "WITH {HORIZON} (SELECT {COLUMNS}, 1 AS safe FROM events \
                    WHERE (txid, seq) > ($1, $2) \
-                     AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+                     AND txid < (SELECT below FROM horizon) \
                    ORDER BY txid, seq LIMIT $3) \
                  UNION ALL \
                                   (SELECT 0, 0, '', '', '', 0, ''::bytea, '', '', '', 0 FROM events \
                    WHERE (txid, seq) > ($1, $2) \
-                     AND txid >= pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+                     AND txid >= (SELECT below FROM horizon) \
                    ORDER BY txid, seq LIMIT 1)"
             )))
             .bind(after.txid)
@@ -314,20 +339,20 @@ pub async fn read_kinds_after(
         // One statement, one snapshot: the wanted events below the horizon, the held-back
         // probe of [`read_after`], and the last event below the horizon (safe = 2).
         Backend::Postgres => format!(
-            "(SELECT {COLUMNS}, 1 AS safe FROM events \
+            "WITH {HORIZON} (SELECT {COLUMNS}, 1 AS safe FROM events \
                WHERE (txid, seq) > ($1, $2) \
-                 AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+                 AND txid < (SELECT below FROM horizon) \
                  AND kind IN ({list}) \
                ORDER BY txid, seq LIMIT $3) \
              UNION ALL \
              (SELECT 0, 0, '', '', '', 0, ''::bytea, '', '', '', 0 FROM events \
                WHERE (txid, seq) > ($1, $2) \
-                 AND txid >= pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+                 AND txid >= (SELECT below FROM horizon) \
                ORDER BY txid, seq LIMIT 1) \
              UNION ALL \
              (SELECT txid, seq, '', '', '', 0, ''::bytea, '', '', '', 2 FROM events \
                WHERE (txid, seq) > ($1, $2) \
-                 AND txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+                 AND txid < (SELECT below FROM horizon) \
                ORDER BY txid DESC, seq DESC LIMIT 1)"
         ),
         // $1 is the sequence number here, $2 the txid (always 0).
@@ -394,14 +419,16 @@ fn stored(row: &sqlx::any::AnyRow) -> Result<StoredEvent, StoreError> {
 /// The cursor after the last event visible now (`START` for an empty feed).
 pub async fn latest_cursor(db: &Db) -> Result<Cursor, StoreError> {
     let sql = match db.backend() {
-        Backend::Postgres => {
-            "SELECT txid, seq FROM events \
-             WHERE txid < pg_snapshot_xmin(pg_current_snapshot())::text::bigint \
+        Backend::Postgres => format!(
+            "WITH {HORIZON} SELECT txid, seq FROM events \
+             WHERE txid < (SELECT below FROM horizon) \
              ORDER BY txid DESC, seq DESC LIMIT 1"
-        }
-        Backend::Sqlite => "SELECT txid, seq FROM events ORDER BY seq DESC LIMIT 1",
+        ),
+        Backend::Sqlite => "SELECT txid, seq FROM events ORDER BY seq DESC LIMIT 1".to_owned(),
     };
-    let row = sqlx::query(sql).fetch_optional(db.pool()).await?;
+    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .fetch_optional(db.pool())
+        .await?;
     Ok(match row {
         Some(row) => Cursor {
             txid: row.try_get(0)?,

@@ -5,6 +5,7 @@ mod auth;
 mod fanout;
 mod feed;
 mod harness;
+mod horizon;
 mod overload;
 mod pace;
 mod quiet;
