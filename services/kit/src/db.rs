@@ -110,6 +110,8 @@ struct Inner {
     wakes: watch::Sender<u64>,
     /// The feed's shared tail reader, while one runs.
     tail: crate::feed::TailSlot,
+    /// Which running transactions the feed's readers know to be other services'.
+    xids: crate::feed::Xids,
 }
 
 static INSTALL_DRIVERS: Once = Once::new();
@@ -146,6 +148,7 @@ impl Db {
                 local_commits,
                 wakes,
                 tail: Default::default(),
+                xids: Default::default(),
             }),
         })
     }
@@ -163,6 +166,12 @@ impl Db {
     /// The pool for reads outside a transaction.
     pub fn pool(&self) -> &AnyPool {
         &self.inner.read
+    }
+
+    /// What this store's feed readers know of the transactions running on the server
+    /// (PostgreSQL; see [`crate::feed::horizon_cte`]).
+    pub fn xids(&self) -> &crate::feed::Xids {
+        &self.inner.xids
     }
 
     /// The PostgreSQL URL, when on PostgreSQL.

@@ -589,12 +589,13 @@ pub async fn read_desk(
                  WHERE unit_id = $1 AND (txid, seq) > ($2, $3) \
                    AND txid < (SELECT below FROM horizon) \
                  ORDER BY txid, seq LIMIT $4",
-                minqing_kit::feed::HORIZON
+                minqing_kit::feed::horizon_cte(5)
             )))
             .bind(unit)
             .bind(after.txid)
             .bind(after.seq)
             .bind(limit)
+            .bind(db.xids().param())
             .fetch_all(db.pool())
             .await?
         }
@@ -627,21 +628,40 @@ pub async fn read_desk(
         .map_err(StoreError::from)
 }
 
+/// Whether items after what [`read_desk`] returned are committed but not yet readable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeskHeld {
+    /// Nothing is waiting.
+    No,
+    /// Held back by an older running transaction of this service (PostgreSQL): look again
+    /// very soon.
+    Soon,
+    /// The transaction holding them back turned out to be another service's: read again now.
+    Now,
+}
+
 /// Whether items after `after` are committed but held back behind an older running
-/// transaction (PostgreSQL): look again very soon.
-pub async fn desk_held_back(db: &Db, unit: &str, after: Cursor) -> Result<bool, StoreError> {
+/// transaction (PostgreSQL).
+pub async fn desk_held_back(db: &Db, unit: &str, after: Cursor) -> Result<DeskHeld, StoreError> {
     if db.backend() != Backend::Postgres {
-        return Ok(false);
+        return Ok(DeskHeld::No);
     }
-    let row = sqlx::query(
-        "SELECT 1 FROM desk_items WHERE unit_id = $1 AND (txid, seq) > ($2, $3) LIMIT 1",
-    )
+    let below: Option<i64> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+        "WITH {} SELECT (SELECT below FROM horizon) FROM desk_items \
+         WHERE unit_id = $1 AND (txid, seq) > ($2, $3) LIMIT 1",
+        minqing_kit::feed::horizon_cte(4)
+    )))
     .bind(unit)
     .bind(after.txid)
     .bind(after.seq)
+    .bind(db.xids().param())
     .fetch_optional(db.pool())
     .await?;
-    Ok(row.is_some())
+    Ok(match below {
+        None => DeskHeld::No,
+        Some(below) if db.xids().learn(db, below).await? => DeskHeld::Now,
+        Some(_) => DeskHeld::Soon,
+    })
 }
 
 /// The cursor a unit saved.
@@ -706,4 +726,90 @@ pub async fn record_rule_load(
     .execute(tx.conn())
     .await?;
     Ok(Some(previous))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use minqing_kit::{
+        db::Migrations,
+        feed::{self, EventMeta},
+        testing::TestDatabase,
+    };
+
+    const NONE: Migrations = Migrations {
+        sqlite: &[],
+        postgres: &[],
+    };
+
+    async fn put(db: &Db, unit: &str, note: &str) {
+        let mut tx = db.begin().await.unwrap();
+        append_desk_item(&mut tx, unit, 1, note, 0, b"")
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+
+    async fn notes(db: &Db, unit: &str, after: Cursor) -> Vec<String> {
+        read_desk(db, unit, after, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|r| r.note)
+            .collect()
+    }
+
+    /// A desk is held back by routing's own running transactions only: one of another
+    /// service is learnt to be passed over, and the desk is read again at once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_desk_waits_for_routing_transactions_only() {
+        let Some(t) = TestDatabase::new(Backend::Postgres).await else {
+            return;
+        };
+        let db = t.db("routing", &MIGRATIONS).await;
+        let other = t.db("supervision", &NONE).await;
+        let unit = "units/clinic";
+
+        // Another service's transaction, older than the item.
+        let mut long = other.begin().await.unwrap();
+        feed::append(
+            &mut long,
+            &EventMeta::current("test"),
+            "x",
+            &prost_types::Duration::default(),
+            0,
+        )
+        .await
+        .unwrap();
+        put(&db, unit, "first").await;
+        let start = Cursor::START;
+        // Not yet known to be another service's, it holds the first read; the probe learns
+        // it and says to read again now.
+        assert!(notes(&db, unit, start).await.is_empty());
+        assert_eq!(
+            desk_held_back(&db, unit, start).await.unwrap(),
+            DeskHeld::Now
+        );
+        assert_eq!(notes(&db, unit, start).await, ["first"]);
+        let after = read_desk(&db, unit, start, 10).await.unwrap()[0].cursor;
+        assert_eq!(
+            desk_held_back(&db, unit, after).await.unwrap(),
+            DeskHeld::No
+        );
+        long.commit().await.unwrap();
+
+        // Routing's own: the item after it waits.
+        let mut own = db.begin().await.unwrap();
+        append_desk_item(&mut own, "units/other", 1, "slow", 0, b"")
+            .await
+            .unwrap();
+        put(&db, unit, "second").await;
+        assert!(notes(&db, unit, after).await.is_empty());
+        assert_eq!(
+            desk_held_back(&db, unit, after).await.unwrap(),
+            DeskHeld::Soon
+        );
+        own.commit().await.unwrap();
+        assert_eq!(notes(&db, unit, after).await, ["second"]);
+    }
 }

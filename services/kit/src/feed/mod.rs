@@ -6,8 +6,8 @@
 //! saw 8 and moved its cursor past it would never see 7. On PostgreSQL each event therefore
 //! records the id of the transaction that wrote it, events are ordered by `(txid, seq)`, and a
 //! reader only returns events of transactions older than the oldest one still running that
-//! could write this feed ([`HORIZON`]: transactions of other services and other databases do
-//! not hold it back). Every transaction below that horizon has finished, and any later
+//! could write this feed (`horizon.rs`: transactions of other services and other databases
+//! do not hold it back). Every transaction below that horizon has finished, and any later
 //! writer gets a larger id, so nothing can appear behind the cursor. On SQLite writers are
 //! serialized by the database lock, so `seq` alone is commit order.
 //!
@@ -24,6 +24,7 @@
 //! join up with its cursor are never taken, so nothing is skipped or repeated.
 
 mod consumer;
+mod horizon;
 mod notify;
 mod server;
 mod store;
@@ -32,11 +33,12 @@ mod tail;
 pub use consumer::{
     Apply, BearerToken, Consumer, ConsumerOptions, FeedSource, Prepared, event_span,
 };
+pub use horizon::{Xids, horizon_cte};
 pub use notify::spawn_postgres_bridge;
 pub use server::EventFeedService;
 pub use store::{
-    Batch, Cursor, EventMeta, EventRow, HORIZON, StoredEvent, append, append_raw, append_row,
-    append_rows, latest_cursor, read_after, read_kinds_after, to_proto,
+    Batch, Cursor, EventMeta, EventRow, StoredEvent, append, append_raw, append_row, append_rows,
+    latest_cursor, read_after, read_kinds_after, to_proto,
 };
 pub(crate) use tail::TailSlot;
 

@@ -3,6 +3,7 @@
 use prost::{Message, Name};
 use sqlx::Row;
 
+use super::horizon::horizon_cte;
 use crate::{
     db::{Backend, Db, Tx},
     error::StoreError,
@@ -228,31 +229,6 @@ pub async fn append_row(tx: &mut Tx, row: EventRow) -> Result<String, StoreError
     Ok(id)
 }
 
-/// The feed's horizon on PostgreSQL, as a common table expression `horizon(below)`: events of
-/// transactions with ids below `below` are all committed (or rolled back) and visible to the
-/// statement, and no event can later appear below it.
-///
-/// The cluster-wide horizon, `pg_snapshot_xmin`, would do, but it waits for the oldest
-/// transaction running anywhere on the server: another service's long batch would hold back
-/// this feed though it can never write here. So a transaction still running is passed over
-/// when it is known to be another service's or another database's: its backend, matched by
-/// transaction id in `pg_stat_activity`, is connected to another database, or its
-/// `application_name` is another Minqing service's (each service's pool names itself
-/// `minqing/<schema>`, [`crate::db`], and only that pool writes the schema's events). Any
-/// other running transaction — this service's, one whose backend is not found (it has just
-/// finished, and its events may not be in this statement's snapshot), one of a connection
-/// named otherwise — holds the horizon as before. All of it reads the statement's one
-/// snapshot (`pg_current_snapshot` is the active snapshot), so the horizon and the rows
-/// returned agree.
-pub const HORIZON: &str = "horizon AS (SELECT LEAST(pg_snapshot_xmax(s)::text::bigint, \
-       (SELECT min(x::text::bigint) FROM pg_snapshot_xip(s) AS x \
-         WHERE NOT EXISTS (SELECT 1 FROM pg_stat_activity a \
-           WHERE a.backend_xid::text::bigint = x::text::bigint % 4294967296 \
-             AND (a.datname IS DISTINCT FROM current_database() \
-                  OR (a.application_name LIKE 'minqing/%' \
-                      AND a.application_name <> current_setting('application_name')))))) \
-       AS below FROM pg_current_snapshot() AS s)";
-
 const COLUMNS: &str =
     "txid, seq, id, kind, subject, create_time, payload, actor, traceparent, tracestate";
 
@@ -270,34 +246,14 @@ pub struct Batch {
 pub async fn read_after(db: &Db, after: Cursor, limit: i64) -> Result<Batch, StoreError> {
     match db.backend() {
         Backend::Postgres => {
-            // One statement (one snapshot, so one horizon): the next events of transactions
-            // below the horizon, and a one-row probe saying whether committed events beyond
-            // them are held back by an older transaction still running.
-            let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
-                "WITH {HORIZON} (SELECT {COLUMNS}, 1 AS safe FROM events \
-                   WHERE (txid, seq) > ($1, $2) \
-                     AND txid < (SELECT below FROM horizon) \
-                   ORDER BY txid, seq LIMIT $3) \
-                 UNION ALL \
-                                  (SELECT 0, 0, '', '', '', 0, ''::bytea, '', '', '', 0 FROM events \
-                   WHERE (txid, seq) > ($1, $2) \
-                     AND txid >= (SELECT below FROM horizon) \
-                   ORDER BY txid, seq LIMIT 1)"
-            )))
-            .bind(after.txid)
-            .bind(after.seq)
-            .bind(limit)
-            .fetch_all(db.pool())
-            .await?;
-            let mut batch = Batch::default();
-            for row in &rows {
-                if row.try_get::<i64, _>(10)? == 0 {
-                    batch.held_back = true;
-                } else {
-                    batch.events.push(stored(row)?);
+            let mut learnt = false;
+            loop {
+                let (batch, held_at) = read_after_postgres(db, after, limit).await?;
+                match held_at {
+                    Some(below) if !learnt && db.xids().learn(db, below).await? => learnt = true,
+                    _ => return Ok(batch),
                 }
             }
-            Ok(batch)
         }
         Backend::Sqlite => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -313,6 +269,44 @@ pub async fn read_after(db: &Db, after: Cursor, limit: i64) -> Result<Batch, Sto
             })
         }
     }
+}
+
+/// One read of [`read_after`] on PostgreSQL, and the horizon when events were held back by it.
+async fn read_after_postgres(
+    db: &Db,
+    after: Cursor,
+    limit: i64,
+) -> Result<(Batch, Option<i64>), StoreError> {
+    // One statement (one snapshot, so one horizon): the next events of transactions below
+    // the horizon, and a one-row probe saying whether committed events beyond them are held
+    // back by an older transaction still running (and the horizon, in `create_time`).
+    let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
+        "WITH {} (SELECT {COLUMNS}, 1 AS safe FROM events \
+           WHERE (txid, seq) > ($1, $2) AND txid < (SELECT below FROM horizon) \
+           ORDER BY txid, seq LIMIT $3) \
+         UNION ALL \
+         (SELECT 0, 0, '', '', '', (SELECT below FROM horizon), ''::bytea, '', '', '', 0 \
+           FROM events WHERE (txid, seq) > ($1, $2) AND txid >= (SELECT below FROM horizon) \
+           ORDER BY txid, seq LIMIT 1)",
+        horizon_cte(4)
+    )))
+    .bind(after.txid)
+    .bind(after.seq)
+    .bind(limit)
+    .bind(db.xids().param())
+    .fetch_all(db.pool())
+    .await?;
+    let mut batch = Batch::default();
+    let mut held_at = None;
+    for row in &rows {
+        if row.try_get::<i64, _>(10)? == 0 {
+            batch.held_back = true;
+            held_at = Some(row.try_get(5)?);
+        } else {
+            batch.events.push(stored(row)?);
+        }
+    }
+    Ok((batch, held_at))
 }
 
 /// Up to `limit` events of `kinds` (every kind when empty) after `after`, in feed order,
@@ -331,29 +325,52 @@ pub async fn read_kinds_after(
         let next = batch.events.last().map_or(after, |e| e.cursor);
         return Ok((batch, next));
     }
+    let mut learnt = false;
+    loop {
+        let (batch, next, held_at) = read_kinds_once(db, after, kinds, limit).await?;
+        match held_at {
+            Some(below) if !learnt && db.xids().learn(db, below).await? => learnt = true,
+            _ => return Ok((batch, next)),
+        }
+    }
+}
+
+/// One read of [`read_kinds_after`], and the horizon when events were held back by it.
+async fn read_kinds_once(
+    db: &Db,
+    after: Cursor,
+    kinds: &[String],
+    limit: i64,
+) -> Result<(Batch, Cursor, Option<i64>), StoreError> {
+    // The kinds' parameters follow the three (PostgreSQL: four) others.
+    let first_kind = match db.backend() {
+        Backend::Postgres => 5,
+        Backend::Sqlite => 4,
+    };
     let list = (0..kinds.len())
-        .map(|i| format!("${}", i + 4))
+        .map(|i| format!("${}", i + first_kind))
         .collect::<Vec<_>>()
         .join(", ");
     let sql = match db.backend() {
         // One statement, one snapshot: the wanted events below the horizon, the held-back
         // probe of [`read_after`], and the last event below the horizon (safe = 2).
         Backend::Postgres => format!(
-            "WITH {HORIZON} (SELECT {COLUMNS}, 1 AS safe FROM events \
+            "WITH {} (SELECT {COLUMNS}, 1 AS safe FROM events \
                WHERE (txid, seq) > ($1, $2) \
                  AND txid < (SELECT below FROM horizon) \
                  AND kind IN ({list}) \
                ORDER BY txid, seq LIMIT $3) \
              UNION ALL \
-             (SELECT 0, 0, '', '', '', 0, ''::bytea, '', '', '', 0 FROM events \
-               WHERE (txid, seq) > ($1, $2) \
+             (SELECT 0, 0, '', '', '', (SELECT below FROM horizon), ''::bytea, '', '', '', 0 \
+               FROM events WHERE (txid, seq) > ($1, $2) \
                  AND txid >= (SELECT below FROM horizon) \
                ORDER BY txid, seq LIMIT 1) \
              UNION ALL \
              (SELECT txid, seq, '', '', '', 0, ''::bytea, '', '', '', 2 FROM events \
                WHERE (txid, seq) > ($1, $2) \
                  AND txid < (SELECT below FROM horizon) \
-               ORDER BY txid DESC, seq DESC LIMIT 1)"
+               ORDER BY txid DESC, seq DESC LIMIT 1)",
+            horizon_cte(4)
         ),
         // $1 is the sequence number here, $2 the txid (always 0).
         Backend::Sqlite => format!(
@@ -372,14 +389,21 @@ pub async fn read_kinds_after(
         .bind(first)
         .bind(second)
         .bind(limit);
+    if db.backend() == Backend::Postgres {
+        query = query.bind(db.xids().param());
+    }
     for kind in kinds {
         query = query.bind(kind.clone());
     }
     let mut batch = Batch::default();
     let mut last_safe = None;
+    let mut held_at = None;
     for row in &query.fetch_all(db.pool()).await? {
         match row.try_get::<i64, _>(10)? {
-            0 => batch.held_back = true,
+            0 => {
+                batch.held_back = true;
+                held_at = Some(row.try_get(5)?);
+            }
             2 => {
                 last_safe = Some(Cursor {
                     txid: row.try_get(0)?,
@@ -396,7 +420,7 @@ pub async fn read_kinds_after(
         // Every wanted event up to the last safe one was returned.
         last_safe.map_or(last, |safe| safe.max(last))
     };
-    Ok((batch, next))
+    Ok((batch, next, held_at))
 }
 
 fn stored(row: &sqlx::any::AnyRow) -> Result<StoredEvent, StoreError> {
@@ -420,15 +444,18 @@ fn stored(row: &sqlx::any::AnyRow) -> Result<StoredEvent, StoreError> {
 pub async fn latest_cursor(db: &Db) -> Result<Cursor, StoreError> {
     let sql = match db.backend() {
         Backend::Postgres => format!(
-            "WITH {HORIZON} SELECT txid, seq FROM events \
+            "WITH {} SELECT txid, seq FROM events \
              WHERE txid < (SELECT below FROM horizon) \
-             ORDER BY txid DESC, seq DESC LIMIT 1"
+             ORDER BY txid DESC, seq DESC LIMIT 1",
+            horizon_cte(1)
         ),
         Backend::Sqlite => "SELECT txid, seq FROM events ORDER BY seq DESC LIMIT 1".to_owned(),
     };
-    let row = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .fetch_optional(db.pool())
-        .await?;
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    if db.backend() == Backend::Postgres {
+        query = query.bind(db.xids().param());
+    }
+    let row = query.fetch_optional(db.pool()).await?;
     Ok(match row {
         Some(row) => Cursor {
             txid: row.try_get(0)?,

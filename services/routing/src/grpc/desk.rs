@@ -572,13 +572,14 @@ async fn follow(
             }
         }
         match store::desk_held_back(&db, &unit, cursor).await {
-            Ok(true) => {
+            Ok(store::DeskHeld::Now) => continue,
+            Ok(store::DeskHeld::Soon) => {
                 tokio::select! {
                     () = tokio::time::sleep(HELD_BACK_RETRY) => continue,
                     () = shutdown.cancelled() => return,
                 }
             }
-            Ok(false) => {}
+            Ok(store::DeskHeld::No) => {}
             Err(e) => {
                 let _ = out.send(Err(e.to_status("reading the desk"))).await;
                 return;
