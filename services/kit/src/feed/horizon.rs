@@ -137,7 +137,7 @@ mod tests {
         // Just before the next id wrapped into a new epoch.
         assert_eq!(widen(0xFFFF_FFF0, epoch + 16), epoch - 16);
         // Ids are never far ahead of the next one, but one read a moment later may be.
-        assert_eq!(widen(20, (epoch - 16) + 0), epoch + 20);
+        assert_eq!(widen(20, epoch - 16), epoch + 20);
         assert_eq!(widen(3, 3), 3);
     }
 
