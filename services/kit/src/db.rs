@@ -135,6 +135,10 @@ impl Db {
                 (Backend::Sqlite, read, write)
             }
         };
+        let app = opts
+            .postgres_url
+            .as_deref()
+            .and_then(|url| application_name(url, &opts.name));
         let (local_commits, _) = watch::channel(0);
         let (wakes, _) = watch::channel(0);
         Ok(Self {
@@ -148,7 +152,7 @@ impl Db {
                 local_commits,
                 wakes,
                 tail: Default::default(),
-                xids: Default::default(),
+                xids: crate::feed::Xids::new(opts.postgres_url.as_deref(), app),
             }),
         })
     }
@@ -494,6 +498,13 @@ fn is_identifier(name: &str) -> bool {
         && name.len() <= 48
 }
 
+/// The name each connection of the store `schema` gives itself in `pg_stat_activity`,
+/// `minqing/<schema>`, unless the URL names the application itself. The feed's horizon relies
+/// on it to tell other services' transactions from this one's (`feed/horizon.rs`).
+fn application_name(url: &str, schema: &str) -> Option<String> {
+    (!url.contains("application_name")).then(|| format!("minqing/{schema}"))
+}
+
 async fn connect_postgres(
     url: &str,
     schema: &str,
@@ -511,12 +522,9 @@ async fn connect_postgres(
         .await
         .is_ok();
     conn.close().await?;
-    // Each connection names its service (`minqing/<schema>` in `pg_stat_activity`) unless the
-    // URL names the application itself.
-    let set_path = if url.contains("application_name") {
-        format!("SET search_path TO \"{schema}\"")
-    } else {
-        format!("SET search_path TO \"{schema}\"; SET application_name TO 'minqing/{schema}'")
+    let set_path = match application_name(url, schema) {
+        Some(app) => format!("SET search_path TO \"{schema}\"; SET application_name TO '{app}'"),
+        None => format!("SET search_path TO \"{schema}\""),
     };
     // Large values (event payloads, documents) compressed with lz4 rather than the default
     // pglz, which was ~9 % of PostgreSQL's CPU under the routing benchmark; a server built

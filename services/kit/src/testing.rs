@@ -213,8 +213,8 @@ where
 }
 
 /// Every event of `db`'s feed, in feed order, waiting while committed events are held back
-/// behind a transaction still running (on PostgreSQL the horizon is the whole server's, so
-/// another test's transaction holds it back too).
+/// behind a transaction still running (on PostgreSQL one not yet known to be another service's
+/// or another database's holds it back too, until it is looked up).
 pub async fn whole_feed(db: &Db) -> Vec<crate::feed::StoredEvent> {
     const PAGE: i64 = 1_000;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);

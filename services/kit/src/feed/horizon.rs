@@ -23,7 +23,10 @@
 //!
 //! Hand-written: no crate reads PostgreSQL's snapshots this way.
 
-use std::sync::Mutex;
+use std::{
+    collections::HashMap,
+    sync::{Arc, LazyLock, Mutex},
+};
 
 use sqlx::Row;
 
@@ -42,74 +45,122 @@ pub fn horizon_cte(param: usize) -> String {
 }
 
 /// What a service's readers have learnt of the transactions running on the server.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Xids {
-    known: Mutex<Known>,
+    /// This service's connections' `application_name`, when the kit named them (`None` when
+    /// the URL names the application: then only other databases' transactions are passed).
+    app: Option<String>,
+    /// What every store of the process on the same server has learnt.
+    server: Arc<Mutex<Running>>,
+    /// The last transaction seen holding this store's feed back and not yet known.
+    last_held: Mutex<Option<i64>>,
 }
 
+/// The running transactions last read from `pg_stat_activity`, by full transaction id.
 #[derive(Debug, Default)]
-struct Known {
-    /// Running (or lately running) transactions of other services or databases.
-    foreign: Vec<i64>,
-    /// Running transactions that could write this feed.
-    ours: Vec<i64>,
+struct Running {
+    by_xid: HashMap<i64, Owner>,
 }
+
+/// Whose a running transaction is.
+#[derive(Debug, Clone)]
+struct Owner {
+    /// Connected to the same database as the reader that learnt it.
+    same_database: bool,
+    application_name: String,
+}
+
+/// What each PostgreSQL server's readers in this process have learnt, by connection URL:
+/// a transaction id means the same to every store on one server.
+static SERVERS: LazyLock<Mutex<HashMap<String, Arc<Mutex<Running>>>>> =
+    LazyLock::new(Default::default);
 
 impl Xids {
+    /// For a store connected to `url` whose connections are named `app` (see the field).
+    pub(crate) fn new(url: Option<&str>, app: Option<String>) -> Self {
+        let server = match url {
+            Some(url) => lock(&SERVERS).entry(url.to_owned()).or_default().clone(),
+            None => Arc::default(),
+        };
+        Self {
+            app,
+            server,
+            last_held: Mutex::new(None),
+        }
+    }
+
+    /// Whether `owner`'s transactions can never write this store's feed.
+    fn is_foreign(&self, owner: &Owner) -> bool {
+        !owner.same_database
+            || self.app.as_ref().is_some_and(|app| {
+                owner.application_name.starts_with("minqing/") && owner.application_name != *app
+            })
+    }
+
     /// The transactions known to be other services', as the text of a PostgreSQL array: the
     /// parameter of [`horizon_cte`].
     pub fn param(&self) -> String {
-        let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        let list = known
-            .foreign
+        let running = lock(&self.server);
+        let list = running
+            .by_xid
             .iter()
-            .map(i64::to_string)
+            .filter(|(_, owner)| self.is_foreign(owner))
+            .map(|(xid, _)| xid.to_string())
             .collect::<Vec<_>>()
             .join(",");
         format!("{{{list}}}")
     }
 
     /// After a read was held back at `below` (the id of the running transaction that holds
-    /// the horizon): whether that transaction turned out to be another service's, so reading
-    /// again at once will pass it. Asks `pg_stat_activity` unless `below` is already known to
-    /// be one of ours.
+    /// the horizon): whether that transaction is known to be another service's, so reading
+    /// again at once will pass it. A transaction not known either way is looked up in
+    /// `pg_stat_activity` the second time it is seen holding the feed: most are short and
+    /// have ended by the next look, and are never looked up.
     pub async fn learn(&self, db: &Db, below: i64) -> Result<bool, StoreError> {
+        if let Some(owner) = lock(&self.server).by_xid.get(&below) {
+            return Ok(self.is_foreign(owner));
+        }
         {
-            let known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-            if known.ours.contains(&below) {
+            let mut last = lock(&self.last_held);
+            if *last != Some(below) {
+                *last = Some(below);
                 return Ok(false);
-            }
-            if known.foreign.contains(&below) {
-                // Learnt meanwhile by another reader.
-                return Ok(true);
             }
         }
         let rows = sqlx::query(
             "SELECT pg_snapshot_xmax(pg_current_snapshot())::text::bigint, \
                     a.backend_xid::text::bigint, \
-                    (a.datname IS DISTINCT FROM current_database() \
-                     OR (a.application_name LIKE 'minqing/%' \
-                         AND a.application_name <> current_setting('application_name'))) \
+                    a.datname IS NOT DISTINCT FROM current_database(), \
+                    coalesce(a.application_name, '') \
              FROM pg_stat_activity a WHERE a.backend_xid IS NOT NULL",
         )
         .fetch_all(db.pool())
         .await?;
-        let mut foreign = Vec::new();
-        let mut ours = Vec::new();
+        let mut by_xid = HashMap::with_capacity(rows.len());
         for row in &rows {
             let next: i64 = row.try_get(0)?;
-            let xid = widen(row.try_get(1)?, next);
-            if row.try_get::<bool, _>(2)? {
-                foreign.push(xid);
-            } else {
-                ours.push(xid);
-            }
+            let owner = Owner {
+                same_database: row.try_get(2)?,
+                application_name: row.try_get(3)?,
+            };
+            by_xid.insert(widen(row.try_get(1)?, next), owner);
         }
-        let passed = foreign.contains(&below);
-        let mut known = self.known.lock().unwrap_or_else(|e| e.into_inner());
-        *known = Known { foreign, ours };
+        let passed = by_xid.get(&below).is_some_and(|o| self.is_foreign(o));
+        tracing::debug!(
+            store = db.name(),
+            below,
+            running = by_xid.len(),
+            passed,
+            "looked up the transactions holding the feed back"
+        );
+        // What is no longer running has ended, and no later snapshot will list it.
+        lock(&self.server).by_xid = by_xid;
         Ok(passed)
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// The full (epoch-qualified) id of a running transaction whose 32-bit id is `short`, given
@@ -142,10 +193,30 @@ mod tests {
     }
 
     #[test]
-    fn the_parameter_is_a_postgres_array() {
-        let xids = Xids::default();
-        assert_eq!(xids.param(), "{}");
-        xids.known.lock().unwrap().foreign = vec![5, 4_294_967_301];
-        assert_eq!(xids.param(), "{5,4294967301}");
+    fn other_services_and_databases_are_foreign_to_a_service() {
+        let xids = Xids::new(None, Some("minqing/intake".into()));
+        let owner = |same_database, name: &str| Owner {
+            same_database,
+            application_name: name.into(),
+        };
+        {
+            let mut running = lock(&xids.server);
+            running.by_xid.insert(5, owner(true, "minqing/routing"));
+            running.by_xid.insert(6, owner(true, "minqing/intake"));
+            running.by_xid.insert(7, owner(true, "psql"));
+            running
+                .by_xid
+                .insert(4_294_967_301, owner(false, "minqing/intake"));
+        }
+        let mut param = xids.param();
+        param.retain(|c| c != '{' && c != '}');
+        let mut ids: Vec<&str> = param.split(',').collect();
+        ids.sort();
+        assert_eq!(ids, ["4294967301", "5"]);
+        // A service whose URL names the application passes other databases' only.
+        let named = Xids::new(None, None);
+        *lock(&named.server) = std::mem::take(&mut lock(&xids.server));
+        assert_eq!(named.param(), "{4294967301}");
+        assert_eq!(Xids::new(None, None).param(), "{}");
     }
 }
