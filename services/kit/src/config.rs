@@ -131,7 +131,7 @@ impl Default for StorageConfig {
             max_connections: 32,
             acquire_timeout_ms: 5_000,
             sqlite_synchronous: SqliteSync::Full,
-            background_pace_ms: 250,
+            background_pace_ms: 1_000,
         }
     }
 }
@@ -421,11 +421,11 @@ mod tests {
     }
 
     #[test]
-    fn background_pace_defaults_to_a_quarter_second_and_is_bounded() {
+    fn background_pace_defaults_to_a_second_and_is_bounded() {
         let s = Settings::load(None, env(&[]), &[]).unwrap();
         assert_eq!(
             s.common.storage.background_pace(),
-            std::time::Duration::from_millis(250)
+            std::time::Duration::from_secs(1)
         );
         let s = Settings::load(
             None,
