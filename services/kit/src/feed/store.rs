@@ -246,14 +246,7 @@ pub struct Batch {
 pub async fn read_after(db: &Db, after: Cursor, limit: i64) -> Result<Batch, StoreError> {
     match db.backend() {
         Backend::Postgres => {
-            let mut learnt = false;
-            loop {
-                let (batch, held_at) = read_after_postgres(db, after, limit).await?;
-                match held_at {
-                    Some(below) if !learnt && db.xids().learn(db, below).await? => learnt = true,
-                    _ => return Ok(batch),
-                }
-            }
+            past_other_services(db, || read_after_postgres(db, after, limit)).await
         }
         Backend::Sqlite => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -325,13 +318,21 @@ pub async fn read_kinds_after(
         let next = batch.events.last().map_or(after, |e| e.cursor);
         return Ok((batch, next));
     }
-    let mut learnt = false;
-    loop {
-        let (batch, next, held_at) = read_kinds_once(db, after, kinds, limit).await?;
-        match held_at {
-            Some(below) if !learnt && db.xids().learn(db, below).await? => learnt = true,
-            _ => return Ok((batch, next)),
-        }
+    past_other_services(db, || read_kinds_once(db, after, kinds, limit)).await
+}
+
+/// Runs `read` (which returns what it read, and the horizon when events were held back by it),
+/// and once more at once when the transaction holding the horizon turns out to be another
+/// service's (see `horizon.rs`).
+async fn past_other_services<T, F, Fut>(db: &Db, mut read: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(T, Option<i64>), StoreError>>,
+{
+    let (out, held_at) = read().await?;
+    match held_at {
+        Some(below) if db.xids().learn(db, below).await? => Ok(read().await?.0),
+        _ => Ok(out),
     }
 }
 
@@ -341,7 +342,7 @@ async fn read_kinds_once(
     after: Cursor,
     kinds: &[String],
     limit: i64,
-) -> Result<(Batch, Cursor, Option<i64>), StoreError> {
+) -> Result<((Batch, Cursor), Option<i64>), StoreError> {
     // The kinds' parameters follow the three (PostgreSQL: four) others.
     let first_kind = match db.backend() {
         Backend::Postgres => 5,
@@ -420,7 +421,7 @@ async fn read_kinds_once(
         // Every wanted event up to the last safe one was returned.
         last_safe.map_or(last, |safe| safe.max(last))
     };
-    Ok((batch, next, held_at))
+    Ok(((batch, next), held_at))
 }
 
 fn stored(row: &sqlx::any::AnyRow) -> Result<StoredEvent, StoreError> {
