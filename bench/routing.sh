@@ -7,7 +7,9 @@
 #   4. half that rate, open loop: the latency from SubmitCase returning to the stream.
 # SERVICES="intake routing" runs only those services (`minqing serve intake routing`), as a
 # deployment that gives supervision and matching machines of their own would; by default the
-# whole suite runs (`minqing up`) on the same two cores.
+# whole suite runs (`minqing up`) on the same two cores. Minqing reaches a server on loopback
+# without TLS when the URL does not ask for it (kit db.rs); pgbench runs the same way
+# (PGSSLMODE=disable), so the floor and the suite pay for the same transport.
 # Needs a release build (cargo build --release -p minqing) and PostgreSQL at 127.0.0.1:5432.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -25,7 +27,7 @@ psql -q -h 127.0.0.1 -U postgres -d "${db}_pgbench" -c \
   "CREATE TABLE bench_cases (id TEXT PRIMARY KEY, create_time BIGINT NOT NULL, body TEXT NOT NULL);
    CREATE TABLE bench_events (seq BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY, id TEXT NOT NULL, kind TEXT NOT NULL,
      subject TEXT NOT NULL, create_time BIGINT NOT NULL, payload BYTEA NOT NULL);"
-pgbench -h 127.0.0.1 -U postgres -n -c 32 -j 2 -T 20 -f bench/pgbench-case-event.sql "${db}_pgbench" | grep -E "^(tps|latency)"
+PGSSLMODE=disable pgbench -h 127.0.0.1 -U postgres -n -c 32 -j 2 -T 20 -f bench/pgbench-case-event.sql "${db}_pgbench" | grep -E "^(tps|latency)"
 
 if [ -n "${SERVICES:-}" ]; then
   # shellcheck disable=SC2206

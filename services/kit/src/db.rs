@@ -505,14 +505,69 @@ fn application_name(url: &str, schema: &str) -> Option<String> {
     (!url.contains("application_name")).then(|| format!("minqing/{schema}"))
 }
 
+/// The URL to try first without TLS: `url` with `sslmode=disable` when it reaches the server
+/// over TCP on this machine's loopback interface and says nothing about TLS itself (no
+/// `sslmode` or certificate parameters, no `host` parameter, no `PGSSLMODE` in the
+/// environment). Traffic over loopback never leaves the machine, and TLS on every
+/// connection cost 10–15 % of the suite's CPU and of PostgreSQL's (BENCHMARKS.md, Routing).
+/// `None` when the URL is to be used as it is; `pgsslmode_set` is whether the environment
+/// has `PGSSLMODE`, which sqlx honours like libpq.
+fn plain_on_loopback(url: &str, pgsslmode_set: bool) -> Option<String> {
+    if pgsslmode_set {
+        return None;
+    }
+    let mut parsed = url::Url::parse(url).ok()?;
+    if !matches!(parsed.scheme(), "postgres" | "postgresql") {
+        return None;
+    }
+    let loopback = match parsed.host()? {
+        // A postgres: URL's host is opaque to the url crate: an address arrives as a name.
+        url::Host::Domain(name) => {
+            name.eq_ignore_ascii_case("localhost")
+                || name
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        }
+        url::Host::Ipv4(ip) => ip.is_loopback(),
+        url::Host::Ipv6(ip) => ip.is_loopback(),
+    };
+    let says_tls_or_host = parsed.query_pairs().any(|(k, _)| {
+        let k = k.to_ascii_lowercase().replace('-', "");
+        k == "host" || k.starts_with("ssl")
+    });
+    if !loopback || says_tls_or_host {
+        return None;
+    }
+    parsed.query_pairs_mut().append_pair("sslmode", "disable");
+    Some(parsed.into())
+}
+
+/// The first connection, and the options the pool is to use: on loopback without TLS when
+/// the server takes that ([`plain_on_loopback`]), otherwise the URL as it is (a server whose
+/// `pg_hba.conf` wants TLS even on loopback refuses the plain attempt, and is then reached
+/// exactly as before).
+async fn first_connection(url: &str) -> Result<(AnyConnection, AnyConnectOptions), sqlx::Error> {
+    if let Some(plain) = plain_on_loopback(url, std::env::var_os("PGSSLMODE").is_some()) {
+        let connect: AnyConnectOptions = plain.parse()?;
+        match AnyConnection::connect_with(&connect).await {
+            Ok(conn) => return Ok((conn, connect)),
+            Err(error) => {
+                tracing::info!(%error, "PostgreSQL refused a connection without TLS on loopback; connecting as the URL says");
+            }
+        }
+    }
+    let connect: AnyConnectOptions = url.parse()?;
+    let conn = AnyConnection::connect_with(&connect).await?;
+    Ok((conn, connect))
+}
+
 async fn connect_postgres(
     url: &str,
     schema: &str,
     opts: &DbOptions,
 ) -> Result<AnyPool, sqlx::Error> {
-    let connect: AnyConnectOptions = url.parse()?;
     // Create the schema once, before any pooled connection points its search_path at it.
-    let mut conn = AnyConnection::connect_with(&connect).await?;
+    let (mut conn, connect) = first_connection(url).await?;
     conn.execute(sqlx::AssertSqlSafe(format!(
         "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
     )))
@@ -597,6 +652,39 @@ mod tests {
 
     async fn synchronous(db: &Db) -> i64 {
         crate::testing::writer_pragma(db, "synchronous").await
+    }
+
+    #[test]
+    fn only_a_loopback_url_silent_about_tls_is_tried_without_it() {
+        let plain = |url: &str| plain_on_loopback(url, false);
+        assert_eq!(
+            plain("postgres://postgres@127.0.0.1:5432/city").as_deref(),
+            Some("postgres://postgres@127.0.0.1:5432/city?sslmode=disable")
+        );
+        assert_eq!(
+            plain("postgresql://u:p@localhost/city?application_name=x").as_deref(),
+            Some("postgresql://u:p@localhost/city?application_name=x&sslmode=disable")
+        );
+        assert!(plain("postgres://[::1]:5432/city").is_some());
+        assert!(
+            plain("postgres://127.0.0.2/city").is_some(),
+            "all of 127/8 is loopback"
+        );
+        // Another machine, or a URL that says anything about TLS or where to connect: as is.
+        for url in [
+            "postgres://db.example.org/city",
+            "postgres://10.0.0.5/city",
+            "postgres://127.0.0.1/city?sslmode=require",
+            "postgres://127.0.0.1/city?ssl-mode=prefer",
+            "postgres://127.0.0.1/city?sslrootcert=/etc/ca.pem",
+            "postgres://localhost/city?host=/var/run/postgresql",
+            "sqlite://city.db",
+            "not a url",
+        ] {
+            assert_eq!(plain(url), None, "{url}");
+        }
+        // PGSSLMODE in the environment is the operator's word too.
+        assert_eq!(plain_on_loopback("postgres://127.0.0.1/city", true), None);
     }
 
     #[tokio::test]

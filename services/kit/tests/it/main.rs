@@ -11,3 +11,4 @@ mod pace;
 mod quiet;
 mod rows;
 mod sessions;
+mod tls;

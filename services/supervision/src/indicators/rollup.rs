@@ -213,13 +213,42 @@ pub fn contribution(f: &Facts) -> Vec<(Key, Counts)> {
     out
 }
 
+/// Whether two states of a case count in the same rollup rows (see [`contribution`]).
+fn same_rows(a: &Facts, b: &Facts) -> bool {
+    (a.receive_time == 0) == (b.receive_time == 0)
+        && period::day_of(a.receive_time) == period::day_of(b.receive_time)
+        && a.district == b.district
+        && a.street == b.street
+        && a.community == b.community
+        && a.grid == b.grid
+        && a.category == b.category
+        && a.unit == b.unit
+        && a.channel == b.channel
+}
+
 /// Changes to rollup rows, gathered over a batch and written once.
 #[derive(Debug, Default)]
 pub struct Deltas(pub HashMap<Key, Counts>);
 
 impl Deltas {
     /// Records that a case's facts went from `old` to `new`.
+    ///
+    /// Most events change a case's counts without moving it between rows (an answer, a
+    /// rating) or change neither (a clustering, a reply queued): then the difference is added
+    /// to the rows once, or nothing is done, instead of taking the old contribution away from
+    /// every row and adding the new one (this was 3 % of the suite's CPU under load).
     pub fn change(&mut self, old: Option<&Facts>, new: &Facts) {
+        if let Some(old) = old.filter(|old| same_rows(old, new)) {
+            let mut diff = Counts::of(new);
+            diff.add(&Counts::of(old), -1);
+            if new.receive_time == 0 || diff.is_zero() {
+                return;
+            }
+            for (k, _) in contribution(new) {
+                self.0.entry(k).or_default().add(&diff, 1);
+            }
+            return;
+        }
         if let Some(old) = old {
             for (k, c) in contribution(old) {
                 self.0.entry(k).or_default().add(&c, -1);
@@ -432,5 +461,93 @@ mod tests {
         d.change(Some(&f), &f);
         assert!(d.0.values().all(|c| c.received == 1));
         assert!(contribution(&Facts::default()).is_empty());
+    }
+
+    /// What `change` did before it looked for shortcuts: the old contribution out of every
+    /// row, the new one in.
+    fn change_in_full(d: &mut Deltas, old: Option<&Facts>, new: &Facts) {
+        for (k, c) in old.map(contribution).unwrap_or_default() {
+            d.0.entry(k).or_default().add(&c, -1);
+        }
+        for (k, c) in contribution(new) {
+            d.0.entry(k).or_default().add(&c, 1);
+        }
+    }
+
+    fn non_zero(d: Deltas) -> Vec<(Key, Counts)> {
+        let mut rows: Vec<_> = d.0.into_iter().filter(|(_, c)| !c.is_zero()).collect();
+        rows.sort_by(|a, b| a.0.cmp(&b.0));
+        rows
+    }
+
+    #[test]
+    fn a_case_s_life_changes_the_rows_as_taking_it_out_and_putting_it_back_would() {
+        let day = 1_780_000_000_000_000;
+        let received = Facts {
+            case_id: "c".into(),
+            receive_time: day,
+            district: "620102".into(),
+            street: "620102001".into(),
+            community: "620102001001".into(),
+            grid: "620102001001001".into(),
+            category: "roads".into(),
+            channel: 2,
+            ..Facts::default()
+        };
+        let unknown = Facts {
+            case_id: "c".into(),
+            unit: "units/x".into(),
+            ..Facts::default()
+        };
+        let routed = Facts {
+            unit: "units/grid-7".into(),
+            due_time: day + 86_400_000_000,
+            ..received.clone()
+        };
+        let clustered = routed.clone();
+        let answered = Facts {
+            answer_time: day + 3_600_000_000,
+            on_time: true,
+            answer: "fixed".into(),
+            ..routed.clone()
+        };
+        let rated = Facts {
+            rating: 5,
+            ..answered.clone()
+        };
+        let moved = Facts {
+            receive_time: day + 2 * 86_400_000_000,
+            ..rated.clone()
+        };
+        let withdrawn = Facts {
+            withdrawn: true,
+            ..moved.clone()
+        };
+        // Every step of a life, read in order, out of order, and twice over.
+        let steps = [
+            (None, &unknown),
+            (Some(&unknown), &received),
+            (None, &received),
+            (Some(&received), &routed),
+            (Some(&routed), &clustered),
+            (Some(&clustered), &answered),
+            (Some(&answered), &rated),
+            (Some(&rated), &rated),
+            (Some(&rated), &moved),
+            (Some(&moved), &withdrawn),
+            (Some(&withdrawn), &received),
+            (Some(&received), &unknown),
+            (Some(&unknown), &unknown),
+        ];
+        let (mut fast, mut full) = (Deltas::default(), Deltas::default());
+        for (old, new) in steps {
+            let (mut one_fast, mut one_full) = (Deltas::default(), Deltas::default());
+            one_fast.change(old, new);
+            change_in_full(&mut one_full, old, new);
+            assert_eq!(non_zero(one_fast), non_zero(one_full), "{old:?} -> {new:?}");
+            fast.change(old, new);
+            change_in_full(&mut full, old, new);
+        }
+        assert_eq!(non_zero(fast), non_zero(full));
     }
 }
