@@ -100,6 +100,8 @@ struct Inner {
     read: AnyPool,
     write: AnyPool,
     postgres_url: Option<String>,
+    /// The URL the pool's connections were made with (see [`plain_on_loopback`]).
+    connection_url: Option<String>,
     /// SQLite's configured durability.
     sqlite_synchronous: SqliteSync,
     /// Bumped after every local commit that appended events: the PostgreSQL announcer
@@ -125,14 +127,14 @@ impl Db {
                 format!("invalid store name {:?}", opts.name).into(),
             ));
         }
-        let (backend, read, write) = match &opts.postgres_url {
+        let (backend, read, write, connection_url) = match &opts.postgres_url {
             Some(url) => {
-                let pool = connect_postgres(url, &opts.name, opts).await?;
-                (Backend::Postgres, pool.clone(), pool)
+                let (pool, connection_url) = connect_postgres(url, &opts.name, opts).await?;
+                (Backend::Postgres, pool.clone(), pool, Some(connection_url))
             }
             None => {
                 let (read, write) = connect_sqlite(opts).await?;
-                (Backend::Sqlite, read, write)
+                (Backend::Sqlite, read, write, None)
             }
         };
         let app = opts
@@ -148,6 +150,7 @@ impl Db {
                 read,
                 write,
                 postgres_url: opts.postgres_url.clone(),
+                connection_url,
                 sqlite_synchronous: opts.sqlite_synchronous,
                 local_commits,
                 wakes,
@@ -181,6 +184,13 @@ impl Db {
     /// The PostgreSQL URL, when on PostgreSQL.
     pub fn postgres_url(&self) -> Option<&str> {
         self.inner.postgres_url.as_deref()
+    }
+
+    /// The URL this store's connections are made with, when on PostgreSQL: the configured one,
+    /// or on loopback that one without TLS (see `plain_on_loopback`). For a connection of its
+    /// own beside the pool, such as a feed's listener.
+    pub fn connection_url(&self) -> Option<&str> {
+        self.inner.connection_url.as_deref()
     }
 
     /// Starts a write transaction. Commit it with [`Tx::commit`]; dropping it rolls back.
@@ -542,15 +552,17 @@ fn plain_on_loopback(url: &str, pgsslmode_set: bool) -> Option<String> {
     Some(parsed.into())
 }
 
-/// The first connection, and the options the pool is to use: on loopback without TLS when
+/// The first connection, and the options (and URL) the pool is to use: on loopback without TLS when
 /// the server takes that ([`plain_on_loopback`]), otherwise the URL as it is (a server whose
 /// `pg_hba.conf` wants TLS even on loopback refuses the plain attempt, and is then reached
 /// exactly as before).
-async fn first_connection(url: &str) -> Result<(AnyConnection, AnyConnectOptions), sqlx::Error> {
+async fn first_connection(
+    url: &str,
+) -> Result<(AnyConnection, AnyConnectOptions, String), sqlx::Error> {
     if let Some(plain) = plain_on_loopback(url, std::env::var_os("PGSSLMODE").is_some()) {
         let connect: AnyConnectOptions = plain.parse()?;
         match AnyConnection::connect_with(&connect).await {
-            Ok(conn) => return Ok((conn, connect)),
+            Ok(conn) => return Ok((conn, connect, plain)),
             Err(error) => {
                 tracing::info!(%error, "PostgreSQL refused a connection without TLS on loopback; connecting as the URL says");
             }
@@ -558,16 +570,17 @@ async fn first_connection(url: &str) -> Result<(AnyConnection, AnyConnectOptions
     }
     let connect: AnyConnectOptions = url.parse()?;
     let conn = AnyConnection::connect_with(&connect).await?;
-    Ok((conn, connect))
+    Ok((conn, connect, url.to_owned()))
 }
 
+/// The pool, and the URL its connections use.
 async fn connect_postgres(
     url: &str,
     schema: &str,
     opts: &DbOptions,
-) -> Result<AnyPool, sqlx::Error> {
+) -> Result<(AnyPool, String), sqlx::Error> {
     // Create the schema once, before any pooled connection points its search_path at it.
-    let (mut conn, connect) = first_connection(url).await?;
+    let (mut conn, connect, connection_url) = first_connection(url).await?;
     conn.execute(sqlx::AssertSqlSafe(format!(
         "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
     )))
@@ -589,7 +602,7 @@ async fn connect_postgres(
     } else {
         set_path
     };
-    AnyPoolOptions::new()
+    let pool = AnyPoolOptions::new()
         .max_connections(opts.max_connections)
         // No ping before every use: it costs a round trip per transaction, and a connection
         // that died meanwhile fails its first query as UNAVAILABLE, which callers retry.
@@ -603,7 +616,8 @@ async fn connect_postgres(
             })
         })
         .connect_with(connect)
-        .await
+        .await?;
+    Ok((pool, connection_url))
 }
 
 async fn connect_sqlite(opts: &DbOptions) -> Result<(AnyPool, AnyPool), sqlx::Error> {

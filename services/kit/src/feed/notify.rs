@@ -14,7 +14,7 @@ const ANNOUNCE_EVERY: Duration = Duration::from_millis(5);
 
 /// Starts the announcer and listener for `db` (PostgreSQL only; does nothing on SQLite).
 pub fn spawn_postgres_bridge(db: &Db, shutdown: CancellationToken) {
-    let Some(url) = db.postgres_url().map(str::to_owned) else {
+    let Some(url) = db.connection_url().map(str::to_owned) else {
         return;
     };
     let channel = format!("minqing_feed_{}", db.name());

@@ -61,6 +61,29 @@ async fn a_loopback_url_silent_about_tls_connects_without_it() {
 
     let plain = connect(&t, "plain", url.clone()).await;
     assert!(!uses_tls(&plain).await, "loopback, no sslmode: no TLS");
+    // The feed's listener, a connection of its own beside the pool, goes the same way.
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    minqing_kit::feed::spawn_postgres_bridge(&plain, shutdown.clone());
+    minqing_kit::testing::eventually(
+        std::time::Duration::from_secs(10),
+        "the feed listener connected",
+        || async {
+            let (all, tls): (i64, i64) = {
+                let row = sqlx::query(
+                    "SELECT COUNT(*), COUNT(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a \
+                     JOIN pg_stat_ssl s USING (pid) \
+                     WHERE a.datname = current_database() AND a.query LIKE 'LISTEN%'",
+                )
+                .fetch_one(plain.pool())
+                .await
+                .unwrap();
+                (row.get(0), row.get(1))
+            };
+            all == 1 && tls == 0
+        },
+    )
+    .await;
+    shutdown.cancel();
     if server_has_tls(&plain).await {
         let asked = connect(&t, "asked", with_query(&url, "sslmode=require")).await;
         assert!(uses_tls(&asked).await, "sslmode=require is honoured");
