@@ -5,6 +5,7 @@
 # PullAssignments stream; prints the latency, then the CPU seconds used during the run by
 # minqing, by the load tool, and by PostgreSQL's connections grouped by service
 # (bench/pgcpu.py). Needs a release build and PostgreSQL at 127.0.0.1:5432 on this machine.
+# STATS=1 adds rows written per table and how many updates were made in place.
 #   RATE=400 N=6000 ./bench/route-cpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,4 +41,12 @@ after=$(cpu "$up")
 python3 bench/pgcpu.py snap "$work/pg-after.json"
 echo "  minqing CPU $(awk -v a="$before" -v b="$after" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", (b - a) / hz }') s"
 python3 bench/pgcpu.py diff "$work/pg-before.json" "$work/pg-after.json"
+if [ -n "${STATS:-}" ]; then
+  # Rows written per table and how many updates were made in place (HOT). Backends report
+  # their counts when idle, so wait for them first.
+  sleep 12
+  psql -h 127.0.0.1 -U postgres -d "$db" -c "SELECT relname, n_tup_ins AS inserted, n_tup_upd AS updated, \
+    n_tup_hot_upd AS in_place, n_tup_del AS deleted FROM pg_stat_user_tables \
+    WHERE n_tup_ins + n_tup_upd + n_tup_del > 0 ORDER BY n_tup_upd + n_tup_ins DESC"
+fi
 if [ -n "${KEEP_LOG:-}" ]; then cp "$work/up.log" "$KEEP_LOG"; fi

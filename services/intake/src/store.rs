@@ -197,10 +197,6 @@ fn bind_case<'q>(
 
 /// Accepts a new case and its `CaseSubmitted` event together, unless `(recorded_by,
 /// request_id)` was used before (then nothing is written and the earlier case is returned).
-///
-/// On PostgreSQL one statement writes both rows (a data-modifying CTE: one implicit
-/// transaction, one durable commit, one round trip instead of four). On SQLite, where a
-/// "round trip" is a function call, an ordinary transaction does the same.
 pub async fn submit_case(
     db: &Db,
     case: &Case,
@@ -209,18 +205,11 @@ pub async fn submit_case(
 ) -> Result<Inserted, StoreError> {
     let inserted = match db.backend() {
         Backend::Postgres => {
-            let sql = format!(
-                "WITH c AS ({INSERT_CASE} RETURNING id), \
-                 e AS (INSERT INTO events ({}) SELECT $28, $29, $30, $31, $32, $33, $34, $35 FROM c) \
-                 SELECT COUNT(*) FROM c",
-                EventRow::COLUMNS
-            );
-            let query = bind_case(sqlx::query(sqlx::AssertSqlSafe(sql)), case, request_hash)?;
-            let n: i64 = event.bind(query).fetch_one(db.pool()).await?.try_get(0)?;
-            if n == 1 {
+            let new = insert_with_events(db.pool(), &[(case, request_hash, &event)]).await?;
+            if !new.is_empty() {
                 db.events_committed();
             }
-            n == 1
+            !new.is_empty()
         }
         Backend::Sqlite => {
             let mut tx = db.begin().await?;
@@ -254,25 +243,28 @@ pub struct NewCase {
     pub event: EventRow,
 }
 
-/// Cases per multi-row statement at most: 27 values each stays far below SQLite's 32,766 and
-/// PostgreSQL's 65,535 bind parameters.
+/// Cases per multi-row statement at most: 27 values each (36 with its event) stays far below
+/// SQLite's 32,766 and PostgreSQL's 65,535 bind parameters.
 const CASES_PER_STATEMENT: usize = 500;
 
-/// A new case's approximate bytes on the wire: the text twice (in the submission document and
-/// the comparable text), the attachments, and the fixed columns.
-fn approx_bytes(item: &NewCase) -> usize {
-    let s = &item.case.submission;
-    600 + 2 * (s.title.len() + s.description.len()) + s.address.len() + s.attachments.len() * 200
+/// A new case's approximate bytes on the wire, with its event: the text twice (in the
+/// submission document and the comparable text), the attachments, the fixed columns, and the
+/// event's payload.
+fn approx_bytes(case: &Case, event: &EventRow) -> usize {
+    let s = &case.submission;
+    750 + 2 * (s.title.len() + s.description.len())
+        + s.address.len()
+        + s.attachments.len() * 200
+        + event.payload.len()
 }
 
 /// Splits a batch into statements under [`CASES_PER_STATEMENT`] cases and, by
-/// [`approx_bytes`], under the kit's `MAX_STATEMENT_BYTES` (sqlx leaves Nagle's algorithm on,
-/// so a statement sent in two writes waits for the server's delayed ACK).
+/// [`approx_bytes`], under the kit's `MAX_STATEMENT_BYTES`.
 fn statement_chunks(batch: &[NewCase]) -> Vec<&[NewCase]> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0);
     for (i, item) in batch.iter().enumerate() {
-        let n = approx_bytes(item);
+        let n = approx_bytes(&item.case, &item.event);
         if i > start && (bytes + n > MAX_STATEMENT_BYTES || i - start == CASES_PER_STATEMENT) {
             out.push(&batch[start..i]);
             (start, bytes) = (i, 0);
@@ -285,46 +277,110 @@ fn statement_chunks(batch: &[NewCase]) -> Vec<&[NewCase]> {
     out
 }
 
-/// Accepts many new cases and their events in one transaction (group commit): one multi-row
-/// insert of the cases, one of the events of those that were new, one durable commit. A case
-/// whose `(recorded_by, request_id)` was used before — by an earlier request or by an earlier
-/// case of the same batch — writes nothing and gets the earlier case back, exactly as
+/// PostgreSQL: writes `cases` and the events of those that are new with one statement (a
+/// data-modifying CTE: the cases' insert skips a used `(recorded_by, request_id)`, and the
+/// events' insert takes only the events of the cases it returned). Run on the pool it is one
+/// implicit transaction, one round trip and one durable commit for all of them; PostgreSQL's
+/// fixed cost of a statement on `cases` (opening and locking the table and its ten indexes,
+/// starting the executor) is paid once, not once a case. Returns the ids of the new cases.
+async fn insert_with_events<'c, E: Executor<'c, Database = Any>>(
+    executor: E,
+    cases: &[(&Case, &str, &EventRow)],
+) -> Result<HashSet<String>, StoreError> {
+    const EVENT_VALUES: usize = 9;
+    let n = cases.len();
+    let sql = format!(
+        "WITH c AS (INSERT INTO cases ({CASE_INSERT_COLUMNS}) VALUES {} \
+            ON CONFLICT (recorded_by, request_id) DO NOTHING RETURNING id), \
+         e AS (INSERT INTO events ({events}) SELECT {events} FROM (VALUES {}) \
+            AS v (case_id, {events}) WHERE v.case_id IN (SELECT id FROM c)) \
+         SELECT id FROM c",
+        minqing_kit::db::values_list(n, CASE_INSERT_VALUES),
+        minqing_kit::db::values_list_after(n * CASE_INSERT_VALUES, n, EVENT_VALUES),
+        events = EventRow::COLUMNS,
+    );
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for (case, request_hash, _) in cases {
+        query = bind_case(query, case, request_hash)?;
+    }
+    for (case, _, event) in cases {
+        query = (*event).clone().bind(query.bind(case.id.clone()));
+    }
+    let mut inserted = HashSet::with_capacity(n);
+    for row in query.fetch_all(executor).await? {
+        inserted.insert(row.try_get::<String, _>(0)?);
+    }
+    Ok(inserted)
+}
+
+/// Accepts many new cases and their events durably, at once (group commit). A case whose
+/// `(recorded_by, request_id)` was used before — by an earlier request or by an earlier case
+/// of the same batch — writes nothing and gets the earlier case back, exactly as
 /// [`submit_case`] would. The answers are in the order of `batch`.
+///
+/// On PostgreSQL each statement writes its cases and their events ([`insert_with_events`]);
+/// a batch of one statement needs no transaction around it, a larger one commits its
+/// statements together. On SQLite, one transaction: a multi-row insert of the cases, one of
+/// the events of those that were new.
 pub async fn submit_cases(db: &Db, batch: &[NewCase]) -> Result<Vec<Inserted>, StoreError> {
-    let mut tx = db.begin().await?;
+    let chunks = statement_chunks(batch);
     let mut inserted: HashSet<String> = HashSet::with_capacity(batch.len());
-    for chunk in statement_chunks(batch) {
-        let values =
-            minqing_kit::db::values_list_for(db.backend(), chunk.len(), CASE_INSERT_VALUES);
-        let sql = format!(
-            "INSERT INTO cases ({CASE_INSERT_COLUMNS}) VALUES {values} \
-             ON CONFLICT (recorded_by, request_id) DO NOTHING RETURNING id"
-        );
-        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for item in chunk {
-            query = bind_case(query, &item.case, &item.request_hash)?;
+    match db.backend() {
+        Backend::Postgres => {
+            fn items(chunk: &[NewCase]) -> Vec<(&Case, &str, &EventRow)> {
+                chunk
+                    .iter()
+                    .map(|i| (&i.case, i.request_hash.as_str(), &i.event))
+                    .collect()
+            }
+            if let [chunk] = chunks.as_slice() {
+                inserted = insert_with_events(db.pool(), &items(chunk)).await?;
+                if !inserted.is_empty() {
+                    db.events_committed();
+                }
+            } else {
+                let mut tx = db.begin().await?;
+                for chunk in chunks {
+                    inserted.extend(insert_with_events(tx.conn(), &items(chunk)).await?);
+                }
+                tx.commit().await?;
+                if !inserted.is_empty() {
+                    db.events_committed();
+                }
+            }
         }
-        for row in query.fetch_all(tx.conn()).await? {
-            inserted.insert(row.try_get::<String, _>(0)?);
+        Backend::Sqlite => {
+            let mut tx = db.begin().await?;
+            for chunk in chunks {
+                let values =
+                    minqing_kit::db::values_list_for(db.backend(), chunk.len(), CASE_INSERT_VALUES);
+                let sql = format!(
+                    "INSERT INTO cases ({CASE_INSERT_COLUMNS}) VALUES {values} \
+                     ON CONFLICT (recorded_by, request_id) DO NOTHING RETURNING id"
+                );
+                let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+                for item in chunk {
+                    query = bind_case(query, &item.case, &item.request_hash)?;
+                }
+                for row in query.fetch_all(tx.conn()).await? {
+                    inserted.insert(row.try_get::<String, _>(0)?);
+                }
+            }
+            let events = batch
+                .iter()
+                .filter(|item| inserted.contains(&item.case.id))
+                .map(|item| item.event.clone())
+                .collect();
+            feed::append_rows(&mut tx, events).await?;
+            tx.commit().await?;
         }
     }
-    let mut events = Vec::with_capacity(inserted.len());
-    let mut answers = Vec::with_capacity(batch.len());
+    let mut out = Vec::with_capacity(batch.len());
     for item in batch {
-        if inserted.contains(&item.case.id) {
-            events.push(item.event.clone());
-            answers.push(None);
+        out.push(if inserted.contains(&item.case.id) {
+            Inserted::New
         } else {
-            answers.push(Some((&item.case.recorded_by, &item.case.request_id)));
-        }
-    }
-    feed::append_rows(&mut tx, events).await?;
-    tx.commit().await?;
-    let mut out = Vec::with_capacity(answers.len());
-    for answer in answers {
-        out.push(match answer {
-            None => Inserted::New,
-            Some((recorded_by, request_id)) => existing_case(db, recorded_by, request_id).await?,
+            existing_case(db, &item.case.recorded_by, &item.case.request_id).await?
         });
     }
     Ok(out)
@@ -1177,4 +1233,114 @@ mod tests {
             "{condition}"
         );
     }
+}
+
+#[cfg(test)]
+mod submit_tests {
+    //! Group commit's store side: a batch that takes several statements writes each new case
+    //! and its event once, and answers a used request id with the earlier case.
+
+    use minqing_kit::{
+        backend_tests,
+        db::Backend,
+        feed::{EventMeta, EventRow},
+        testing::TestDatabase,
+    };
+
+    use super::{Inserted, NewCase};
+    use crate::{cluster::testing, domain::Case, store};
+
+    fn new_case(case: Case) -> NewCase {
+        let event = EventRow::encoded(
+            &EventMeta::current("window_staff:window-07"),
+            &case.name(),
+            "minqing.intake.v1.CaseSubmitted",
+            vec![7; 1500],
+            case.create_time,
+        );
+        NewCase {
+            request_hash: format!("hash-{}", case.request_id),
+            case,
+            event,
+        }
+    }
+
+    async fn a_batch_of_many_statements_writes_each_case_once(backend: Backend) {
+        let Some(test_db) = TestDatabase::new(backend).await else {
+            return;
+        };
+        let db = test_db.db("intake", &store::MIGRATIONS).await;
+        let words = "water leaking from the pipe on the third floor ".repeat(40);
+        let case = |i: usize| {
+            testing::case(
+                &format!("b{i:02}"),
+                "onsite-environment-11",
+                "b-1",
+                None,
+                ("leak", &words),
+                1_000 + i as i64,
+            )
+        };
+        // An earlier request, written alone.
+        let earlier = new_case(case(0));
+        let answer = store::submit_case(&db, &earlier.case, "hash-req-b00", earlier.event)
+            .await
+            .unwrap();
+        assert!(matches!(answer, Inserted::New));
+
+        // Twelve new cases, a retry of the earlier request, and a request id used twice
+        // within the batch.
+        let mut batch: Vec<NewCase> = (1..=12).map(|i| new_case(case(i))).collect();
+        let mut retry = case(13);
+        retry.request_id = "req-b00".into();
+        batch.push(new_case(retry));
+        let mut twice = case(14);
+        twice.request_id = "req-b05".into();
+        batch.push(new_case(twice));
+        assert!(
+            super::statement_chunks(&batch).len() > 2,
+            "the batch takes several statements"
+        );
+
+        let answers = store::submit_cases(&db, &batch).await.unwrap();
+        assert_eq!(answers.len(), batch.len());
+        for (item, answer) in batch.iter().zip(&answers) {
+            match (item.case.id.as_str(), answer) {
+                ("b13", Inserted::Existing { request_hash, case }) => {
+                    assert_eq!(
+                        (request_hash.as_str(), case.id.as_str()),
+                        ("hash-req-b00", "b00")
+                    );
+                }
+                ("b14", Inserted::Existing { request_hash, case }) => {
+                    assert_eq!(
+                        (request_hash.as_str(), case.id.as_str()),
+                        ("hash-req-b05", "b05")
+                    );
+                }
+                (id, Inserted::New) if !matches!(id, "b13" | "b14") => {}
+                (id, other) => panic!("{id}: {other:?}"),
+            }
+        }
+        let stored = store::get_case(db.pool(), "b12").await.unwrap().unwrap();
+        assert_eq!(stored.submission.description, words);
+        let subjects: Vec<String> = minqing_kit::testing::whole_feed(&db)
+            .await
+            .into_iter()
+            .map(|e| e.subject)
+            .collect();
+        let expected: Vec<String> = (0..=12).map(|i| format!("cases/b{i:02}")).collect();
+        let mut sorted = subjects.clone();
+        sorted.sort();
+        assert_eq!(
+            sorted, expected,
+            "one event for each new case, none for the others"
+        );
+        for id in ["b13", "b14"] {
+            assert!(store::get_case(db.pool(), id).await.unwrap().is_none());
+        }
+        db.close().await;
+    }
+
+    backend_tests!(a_batch_of_many_statements_writes_each_case_once);
 }

@@ -4,16 +4,26 @@
 //! (an fsync, a round trip, a transaction's bookkeeping in the database) is most of a
 //! submission's cost. Handlers therefore hand their validated case to the [`Submitter`], which
 //! writes whatever has queued up meanwhile in one transaction ([`store::submit_cases`]) and
-//! answers each handler once it is durable. Nothing waits on a timer: a lone request is written
-//! at once, and while one batch commits the next one gathers, so batches grow with the load.
+//! answers each handler once it is durable. A request after a quiet spell is written at once;
+//! while one batch commits the next one gathers, so batches grow with the load.
+//!
+//! Batches are also paced: the next batch starts no sooner than [`PACE`] after the previous
+//! one began, gathering what arrives until then. A commit on PostgreSQL here takes a fraction
+//! of a millisecond, so without pacing batches of one case each were the rule up to well over
+//! a thousand cases a second, and each paid the whole fixed cost of a statement, a commit and
+//! a connection's round trips; paced, the same load is written in a few hundred batches a
+//! second. A request waits at most [`PACE`] for it (BENCHMARKS.md, routing end to end).
 //!
 //! Written here rather than taken from a crate: the batching is a dozen lines on tokio's
 //! channels, and the part that matters — per-case idempotency and errors inside one batch —
 //! is the store's.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Duration};
 
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::{
+    sync::{Semaphore, mpsc, oneshot},
+    time::Instant,
+};
 
 use crate::store::{self, Inserted, NewCase};
 use minqing_kit::{
@@ -23,6 +33,9 @@ use minqing_kit::{
 
 /// Cases written in one transaction at most.
 const MAX_BATCH: usize = 256;
+
+/// The least time from the start of one batch to the start of the next.
+const PACE: Duration = Duration::from_millis(2);
 
 /// Submissions waiting for a writer, at most (handlers wait for room beyond that).
 const QUEUE: usize = 4096;
@@ -50,6 +63,7 @@ impl Submitter {
         let (queue, mut jobs) = mpsc::channel::<Job>(QUEUE);
         tokio::spawn(async move {
             let permits = Arc::new(Semaphore::new(writers));
+            let mut last: Option<Instant> = None;
             loop {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
@@ -57,13 +71,8 @@ impl Submitter {
                 let Some(first) = jobs.recv().await else {
                     return;
                 };
-                let mut batch = vec![first];
-                while batch.len() < MAX_BATCH {
-                    match jobs.try_recv() {
-                        Ok(job) => batch.push(job),
-                        Err(_) => break,
-                    }
-                }
+                let batch = gather(first, &mut jobs, last.map(|l| l + PACE), MAX_BATCH).await;
+                last = Some(Instant::now());
                 let db = db.clone();
                 tokio::spawn(async move {
                     write(&db, batch).await;
@@ -85,6 +94,28 @@ impl Submitter {
         // The writer drops a job unanswered only when the runtime is going away.
         answer.await.map_err(|_| stopped())?
     }
+}
+
+/// `first` and what else is queued, and what arrives until `until` (if it is still to come),
+/// up to `max`.
+async fn gather<T>(
+    first: T,
+    jobs: &mut mpsc::Receiver<T>,
+    until: Option<Instant>,
+    max: usize,
+) -> Vec<T> {
+    let mut batch = vec![first];
+    while batch.len() < max {
+        let next = match until {
+            Some(until) => tokio::time::timeout_at(until, jobs.recv()).await,
+            None => Ok(jobs.try_recv().ok()),
+        };
+        match next {
+            Ok(Some(job)) => batch.push(job),
+            Ok(None) | Err(_) => break,
+        }
+    }
+    batch
 }
 
 /// The writer task has ended: the service is shutting down.
@@ -123,5 +154,51 @@ async fn write(db: &Db, batch: Vec<Job>) {
                 let _ = reply.send(answer.map(|a| (item, a)));
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tokio::{sync::mpsc, time::Instant};
+
+    use super::gather;
+
+    /// After a quiet spell a request goes at once with whatever is queued; within the pace,
+    /// what arrives until the pace allows the next batch goes with it; a batch is never larger
+    /// than its limit.
+    #[tokio::test(start_paused = true)]
+    async fn batches_gather_until_the_pace_allows_the_next() {
+        let (send, mut jobs) = mpsc::channel(16);
+        send.send(2).await.unwrap();
+        assert_eq!(gather(1, &mut jobs, None, 8).await, vec![1, 2]);
+
+        let late = send.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(1)).await;
+            late.send(4).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(2)).await;
+            late.send(5).await.unwrap();
+        });
+        let started = Instant::now();
+        let until = started + Duration::from_millis(2);
+        assert_eq!(gather(3, &mut jobs, Some(until), 8).await, vec![3, 4]);
+        assert_eq!(Instant::now(), until, "waited for the pace, no longer");
+        assert_eq!(jobs.recv().await, Some(5), "the next batch's");
+
+        // A pace already past waits for nothing.
+        send.send(7).await.unwrap();
+        let past = Instant::now() - Duration::from_millis(5);
+        let before = Instant::now();
+        assert_eq!(gather(6, &mut jobs, Some(past), 8).await, vec![6, 7]);
+        assert_eq!(Instant::now(), before);
+
+        for i in 0..5 {
+            send.send(10 + i).await.unwrap();
+        }
+        let until = Instant::now() + Duration::from_millis(2);
+        assert_eq!(gather(9, &mut jobs, Some(until), 3).await, vec![9, 10, 11]);
+        assert_eq!(jobs.recv().await, Some(12));
     }
 }

@@ -432,6 +432,12 @@ pub fn values_list_for(backend: Backend, rows: usize, columns: usize) -> String 
 
 /// `($1, $2), ($3, $4), …`: the `VALUES` list of `rows` rows of `columns` placeholders each.
 pub fn values_list(rows: usize, columns: usize) -> String {
+    values_list_after(0, rows, columns)
+}
+
+/// [`values_list`] numbered from `$(before + 1)`: the second of two lists in one statement
+/// (PostgreSQL placeholders).
+pub fn values_list_after(before: usize, rows: usize, columns: usize) -> String {
     let mut out = String::with_capacity(rows * columns * 5);
     for r in 0..rows {
         if r > 0 {
@@ -443,7 +449,7 @@ pub fn values_list(rows: usize, columns: usize) -> String {
                 out.push_str(", ");
             }
             out.push('$');
-            out.push_str(&(r * columns + c + 1).to_string());
+            out.push_str(&(before + r * columns + c + 1).to_string());
         }
         out.push(')');
     }

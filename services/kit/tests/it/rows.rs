@@ -116,6 +116,7 @@ fn values_lists_number_placeholders_row_by_row() {
     assert_eq!(db::values_list(2, 3), "($1, $2, $3), ($4, $5, $6)");
     assert_eq!(db::values_list(1, 1), "($1)");
     assert_eq!(db::values_list(0, 4), "");
+    assert_eq!(db::values_list_after(6, 2, 2), "($7, $8), ($9, $10)");
     assert_eq!(
         db::values_list_for(db::Backend::Postgres, 2, 2),
         "($1, $2), ($3, $4)"
