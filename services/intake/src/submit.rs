@@ -7,12 +7,14 @@
 //! answers each handler once it is durable. A request after a quiet spell is written at once;
 //! while one batch commits the next one gathers, so batches grow with the load.
 //!
-//! Batches are also paced: the next batch starts no sooner than [`PACE`] after the previous
-//! one began, gathering what arrives until then. A commit on PostgreSQL here takes a fraction
-//! of a millisecond, so without pacing batches of one case each were the rule up to well over
-//! a thousand cases a second, and each paid the whole fixed cost of a statement, a commit and
-//! a connection's round trips; paced, the same load is written in a few hundred batches a
-//! second. A request waits at most [`PACE`] for it (BENCHMARKS.md, routing end to end).
+//! Small batches are also paced: a batch that would hold fewer than [`PACED_BATCH`] cases
+//! starts no sooner than [`PACE`] after the previous one began, gathering what arrives until
+//! then. A commit on PostgreSQL here takes a fraction of a millisecond, so without pacing
+//! batches of one case each were the rule up to well over a thousand cases a second, and each
+//! paid the whole fixed cost of a statement, a commit and a connection's round trips; paced,
+//! the same load is written in a few hundred batches a second. A request waits at most
+//! [`PACE`] for it, and only when few others are queued with it (BENCHMARKS.md, routing end
+//! to end and intake's SubmitCase).
 //!
 //! Written here rather than taken from a crate: the batching is a dozen lines on tokio's
 //! channels, and the part that matters — per-case idempotency and errors inside one batch —
@@ -34,8 +36,14 @@ use minqing_kit::{
 /// Cases written in one transaction at most.
 const MAX_BATCH: usize = 256;
 
-/// The least time from the start of one batch to the start of the next.
+/// The least time from the start of one batch to the start of the next, for a batch that
+/// would otherwise hold fewer than [`PACED_BATCH`] cases.
 const PACE: Duration = Duration::from_millis(2);
+
+/// Batches this large go at once: the fixed cost of a batch is then small beside its cases',
+/// and when requests queue up this fast the load is high enough that waiting would only add
+/// latency (a client with many requests in flight waits for its answers to send more).
+const PACED_BATCH: usize = 4;
 
 /// Submissions waiting for a writer, at most (handlers wait for room beyond that).
 const QUEUE: usize = 4096;
@@ -71,7 +79,8 @@ impl Submitter {
                 let Some(first) = jobs.recv().await else {
                     return;
                 };
-                let batch = gather(first, &mut jobs, last.map(|l| l + PACE), MAX_BATCH).await;
+                let until = last.map(|l| l + PACE);
+                let batch = gather(first, &mut jobs, until, PACED_BATCH, MAX_BATCH).await;
                 last = Some(Instant::now());
                 let db = db.clone();
                 tokio::spawn(async move {
@@ -96,19 +105,22 @@ impl Submitter {
     }
 }
 
-/// `first` and what else is queued, and what arrives until `until` (if it is still to come),
-/// up to `max`.
+/// `first` and what else is queued, up to `max`; while that is fewer than `enough`, also what
+/// arrives until `until` (if it is still to come).
 async fn gather<T>(
     first: T,
     jobs: &mut mpsc::Receiver<T>,
     until: Option<Instant>,
+    enough: usize,
     max: usize,
 ) -> Vec<T> {
     let mut batch = vec![first];
     while batch.len() < max {
         let next = match until {
-            Some(until) => tokio::time::timeout_at(until, jobs.recv()).await,
-            None => Ok(jobs.try_recv().ok()),
+            Some(until) if batch.len() < enough => {
+                tokio::time::timeout_at(until, jobs.recv()).await
+            }
+            _ => Ok(jobs.try_recv().ok()),
         };
         match next {
             Ok(Some(job)) => batch.push(job),
@@ -165,14 +177,14 @@ mod tests {
 
     use super::gather;
 
-    /// After a quiet spell a request goes at once with whatever is queued; within the pace,
-    /// what arrives until the pace allows the next batch goes with it; a batch is never larger
-    /// than its limit.
+    /// After a quiet spell a request goes at once with whatever is queued; within the pace, a
+    /// small batch gathers what arrives until the pace allows the next batch; a batch that is
+    /// large enough goes at once; a batch is never larger than its limit.
     #[tokio::test(start_paused = true)]
-    async fn batches_gather_until_the_pace_allows_the_next() {
+    async fn small_batches_gather_until_the_pace_allows_the_next() {
         let (send, mut jobs) = mpsc::channel(16);
         send.send(2).await.unwrap();
-        assert_eq!(gather(1, &mut jobs, None, 8).await, vec![1, 2]);
+        assert_eq!(gather(1, &mut jobs, None, 4, 8).await, vec![1, 2]);
 
         let late = send.clone();
         tokio::spawn(async move {
@@ -183,7 +195,7 @@ mod tests {
         });
         let started = Instant::now();
         let until = started + Duration::from_millis(2);
-        assert_eq!(gather(3, &mut jobs, Some(until), 8).await, vec![3, 4]);
+        assert_eq!(gather(3, &mut jobs, Some(until), 4, 8).await, vec![3, 4]);
         assert_eq!(Instant::now(), until, "waited for the pace, no longer");
         assert_eq!(jobs.recv().await, Some(5), "the next batch's");
 
@@ -191,14 +203,20 @@ mod tests {
         send.send(7).await.unwrap();
         let past = Instant::now() - Duration::from_millis(5);
         let before = Instant::now();
-        assert_eq!(gather(6, &mut jobs, Some(past), 8).await, vec![6, 7]);
+        assert_eq!(gather(6, &mut jobs, Some(past), 4, 8).await, vec![6, 7]);
         assert_eq!(Instant::now(), before);
 
+        // Enough queued: at once, with all that is queued, up to the limit.
         for i in 0..5 {
             send.send(10 + i).await.unwrap();
         }
         let until = Instant::now() + Duration::from_millis(2);
-        assert_eq!(gather(9, &mut jobs, Some(until), 3).await, vec![9, 10, 11]);
-        assert_eq!(jobs.recv().await, Some(12));
+        let before = Instant::now();
+        assert_eq!(
+            gather(9, &mut jobs, Some(until), 4, 5).await,
+            vec![9, 10, 11, 12, 13]
+        );
+        assert_eq!(Instant::now(), before, "a large enough batch does not wait");
+        assert_eq!(jobs.recv().await, Some(14));
     }
 }
