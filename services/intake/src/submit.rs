@@ -61,11 +61,12 @@ pub struct Submitter {
 }
 
 impl Submitter {
-    /// Starts the writer task. On PostgreSQL several batches may commit at once (while one
-    /// waits for its fsync the next is sent); SQLite has one writer, so one batch at a time.
+    /// Starts the writer task. On PostgreSQL two batches may commit at once (while one waits
+    /// for its fsync the next is sent; with four, batches under load were smaller and routing
+    /// end to end slower, BENCHMARKS.md); SQLite has one writer, so one batch at a time.
     pub fn start(db: Db) -> Self {
         let writers = match db.backend() {
-            Backend::Postgres => 4,
+            Backend::Postgres => 2,
             Backend::Sqlite => 1,
         };
         let (queue, mut jobs) = mpsc::channel::<Job>(QUEUE);
