@@ -403,13 +403,15 @@ pub const MAX_PARAMETERS: usize = 32_766;
 /// gain nothing more and cost PostgreSQL more to plan.
 pub const MAX_ROWS_PER_STATEMENT: usize = 1_000;
 
-/// The most bytes of values one multi-row statement carries (the sizes callers give). Chosen
-/// when sqlx 0.9.0 left Nagle's algorithm on its PostgreSQL sockets (a message spanning more
-/// than one write had its tail held until the server's delayed ACK, 40 ms later; ~11 KB of
-/// values never waited, ~20 KB did — BENCHMARKS.md, routing end to end). The workspace now
-/// patches sqlx-core to set `TCP_NODELAY` (vendor/sqlx-core); the cap stays as a bound on
-/// how much one statement holds in memory and costs PostgreSQL to plan.
-pub const MAX_STATEMENT_BYTES: usize = 12 * 1024;
+/// The most bytes of values one multi-row statement carries (the sizes callers give): a bound
+/// on what one statement holds in memory. It was 12 KiB while sqlx 0.9.0 left Nagle's
+/// algorithm on its PostgreSQL sockets (a message spanning more than one write had its tail
+/// held until the server's delayed ACK, 40 ms later); the workspace patches sqlx-core to set
+/// `TCP_NODELAY` (vendor/sqlx-core), and at 12 KiB routing's dispatcher wrote a batch of a
+/// thousand cases in some six hundred statements, one round trip each, one after another —
+/// under load, most of the time the batch took. With 256 KiB the same batch takes a few dozen
+/// (BENCHMARKS.md, routing end to end, eighth session).
+pub const MAX_STATEMENT_BYTES: usize = 256 * 1024;
 
 /// `$1, $2, …, $n`: the placeholders of an `IN (…)` list of `n` values.
 pub fn placeholders(n: usize) -> String {

@@ -31,7 +31,7 @@ async fn many_rows_insert_and_update_in_chunks(backend: Backend) {
     let rows: Vec<(String, i64, String)> = (0..12_000)
         .map(|i| {
             let body = if i % 1_000 == 0 {
-                "x".repeat(20_000)
+                "x".repeat(db::MAX_STATEMENT_BYTES / 2 + 1)
             } else {
                 format!("body {i}")
             };

@@ -173,7 +173,7 @@ mod tests {
         assert_eq!(joined, ids);
         assert!(super::id_chunks(&[], 1).is_empty());
         // One id larger than the cap still goes, alone.
-        let big = vec!["x".repeat(20_000), "y".into()];
+        let big = vec!["x".repeat(minqing_kit::db::MAX_STATEMENT_BYTES), "y".into()];
         assert_eq!(super::id_chunks(&big, 1).len(), 2);
     }
 }
