@@ -99,7 +99,6 @@ struct Inner {
     name: String,
     read: AnyPool,
     write: AnyPool,
-    postgres_url: Option<String>,
     /// The URL the pool's connections were made with (see [`plain_on_loopback`]).
     connection_url: Option<String>,
     /// SQLite's configured durability.
@@ -149,7 +148,6 @@ impl Db {
                 name: opts.name.clone(),
                 read,
                 write,
-                postgres_url: opts.postgres_url.clone(),
                 connection_url,
                 sqlite_synchronous: opts.sqlite_synchronous,
                 local_commits,
@@ -179,11 +177,6 @@ impl Db {
     /// (PostgreSQL; see [`crate::feed::horizon_cte`]).
     pub fn xids(&self) -> &crate::feed::Xids {
         &self.inner.xids
-    }
-
-    /// The PostgreSQL URL, when on PostgreSQL.
-    pub fn postgres_url(&self) -> Option<&str> {
-        self.inner.postgres_url.as_deref()
     }
 
     /// The URL this store's connections are made with, when on PostgreSQL: the configured one,
