@@ -259,20 +259,20 @@ fn approx_bytes(case: &Case, event: &EventRow) -> usize {
 }
 
 /// Splits a batch into statements under [`CASES_PER_STATEMENT`] cases and, by
-/// [`approx_bytes`], under the kit's `MAX_STATEMENT_BYTES`.
+/// [`approx_bytes`], under the kit's `MAX_STATEMENT_BYTES`, each of a
+/// [`statement_size`](minqing_kit::db::statement_size) so that its text is one the
+/// connection has prepared already.
 fn statement_chunks(batch: &[NewCase]) -> Vec<&[NewCase]> {
+    let sizes: Vec<usize> = batch
+        .iter()
+        .map(|item| approx_bytes(&item.case, &item.event))
+        .collect();
     let mut out = Vec::new();
-    let (mut start, mut bytes) = (0, 0);
-    for (i, item) in batch.iter().enumerate() {
-        let n = approx_bytes(&item.case, &item.event);
-        if i > start && (bytes + n > MAX_STATEMENT_BYTES || i - start == CASES_PER_STATEMENT) {
-            out.push(&batch[start..i]);
-            (start, bytes) = (i, 0);
-        }
-        bytes += n;
-    }
-    if start < batch.len() {
-        out.push(&batch[start..]);
+    let mut start = 0;
+    while start < batch.len() {
+        let n = minqing_kit::db::statement_rows(&sizes[start..], CASES_PER_STATEMENT);
+        out.push(&batch[start..start + n]);
+        start += n;
     }
     out
 }

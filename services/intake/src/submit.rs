@@ -16,6 +16,11 @@
 //! [`PACE`] for it, and only when few others are queued with it (BENCHMARKS.md, routing end
 //! to end and intake's SubmitCase).
 //!
+//! A batch holds a [`statement_size`] of cases (any number up to 8, else a power of two),
+//! the rest of what was gathered going first in the next batch: each size is then one
+//! statement text that every connection prepares once and reuses, where batches of every
+//! size were each parsed and planned anew.
+//!
 //! Written here rather than taken from a crate: the batching is a dozen lines on tokio's
 //! channels, and the part that matters — per-case idempotency and errors inside one batch —
 //! is the store's.
@@ -29,7 +34,7 @@ use tokio::{
 
 use crate::store::{self, Inserted, NewCase};
 use minqing_kit::{
-    db::{Backend, Db},
+    db::{Backend, Db, statement_size},
     error::StoreError,
 };
 
@@ -73,15 +78,15 @@ impl Submitter {
         tokio::spawn(async move {
             let permits = Arc::new(Semaphore::new(writers));
             let mut last: Option<Instant> = None;
+            // Cases held back from the last batch, which go first in the next.
+            let mut carry: Vec<Job> = Vec::new();
             loop {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
-                let Some(first) = jobs.recv().await else {
+                let Some(batch) = next_batch(&mut carry, &mut jobs, last, MAX_BATCH).await else {
                     return;
                 };
-                let until = last.map(|l| l + PACE);
-                let batch = gather(first, &mut jobs, until, PACED_BATCH, MAX_BATCH).await;
                 last = Some(Instant::now());
                 let db = db.clone();
                 tokio::spawn(async move {
@@ -131,6 +136,33 @@ async fn gather<T>(
     batch
 }
 
+/// The next batch: the cases held back from the last one (`carry`) with whatever has queued
+/// since, or else a fresh [`gather`] paced after the batch that began at `last`; cut to a
+/// [`statement_size`], so that it is written with one statement the connection has prepared
+/// before, the rest held back in `carry` to go first next time. `None` once the queue has
+/// closed and nothing is held back.
+async fn next_batch<T>(
+    carry: &mut Vec<T>,
+    jobs: &mut mpsc::Receiver<T>,
+    last: Option<Instant>,
+    max: usize,
+) -> Option<Vec<T>> {
+    let mut batch = if carry.is_empty() {
+        let first = jobs.recv().await?;
+        gather(first, jobs, last.map(|l| l + PACE), PACED_BATCH, max).await
+    } else {
+        let mut batch = std::mem::take(carry);
+        while batch.len() < max
+            && let Ok(job) = jobs.try_recv()
+        {
+            batch.push(job);
+        }
+        batch
+    };
+    *carry = batch.split_off(statement_size(batch.len()));
+    Some(batch)
+}
+
 /// The writer task has ended: the service is shutting down.
 fn stopped() -> StoreError {
     StoreError::Unavailable(sqlx::Error::PoolClosed)
@@ -176,7 +208,7 @@ mod tests {
 
     use tokio::{sync::mpsc, time::Instant};
 
-    use super::gather;
+    use super::{gather, next_batch};
 
     /// After a quiet spell a request goes at once with whatever is queued; within the pace, a
     /// small batch gathers what arrives until the pace allows the next batch; a batch that is
@@ -219,5 +251,57 @@ mod tests {
         );
         assert_eq!(Instant::now(), before, "a large enough batch does not wait");
         assert_eq!(jobs.recv().await, Some(14));
+    }
+
+    /// A batch holds up to 8 cases as they come, else a power of two of them; the rest go
+    /// first in the next batch, with what queued meanwhile; nothing held back is lost when
+    /// the queue closes.
+    #[tokio::test(start_paused = true)]
+    async fn batches_are_cut_to_statement_sizes_and_the_rest_goes_next() {
+        let (send, mut jobs) = mpsc::channel(64);
+        let mut carry = Vec::new();
+        for i in 0..13 {
+            send.send(i).await.unwrap();
+        }
+        let first = next_batch(&mut carry, &mut jobs, None, 256).await.unwrap();
+        assert_eq!(first, (0..8).collect::<Vec<_>>(), "13 gathered, 8 written");
+        assert_eq!(carry, (8..13).collect::<Vec<_>>());
+
+        for i in 13..15 {
+            send.send(i).await.unwrap();
+        }
+        // Held back first, then what queued since; 7 is a statement size of its own.
+        let before = Instant::now();
+        let second = next_batch(&mut carry, &mut jobs, Some(before), 256)
+            .await
+            .unwrap();
+        assert_eq!(second, (8..15).collect::<Vec<_>>());
+        assert!(carry.is_empty());
+        assert_eq!(
+            Instant::now(),
+            before,
+            "held-back cases do not wait for the pace"
+        );
+
+        // 40 queued with a limit of 32: 32 written, none held back beyond the queue's own.
+        for i in 100..140 {
+            send.send(i).await.unwrap();
+        }
+        let third = next_batch(&mut carry, &mut jobs, None, 32).await.unwrap();
+        assert_eq!(third.len(), 32);
+        assert!(carry.is_empty());
+        // 8 left queued, then 3 more: 11 gathered, 8 written, 3 held back.
+        for i in 140..143 {
+            send.send(i).await.unwrap();
+        }
+        let fourth = next_batch(&mut carry, &mut jobs, None, 32).await.unwrap();
+        assert_eq!(fourth, (132..140).collect::<Vec<_>>());
+        assert_eq!(carry, vec![140, 141, 142]);
+
+        // The queue closes: what is held back is still written, then the writer stops.
+        drop(send);
+        let last = next_batch(&mut carry, &mut jobs, None, 32).await.unwrap();
+        assert_eq!(last, vec![140, 141, 142]);
+        assert!(next_batch(&mut carry, &mut jobs, None, 32).await.is_none());
     }
 }

@@ -115,6 +115,17 @@ pub struct ClientArgs {
 }
 
 impl Cli {
+    /// Whether the command runs best on one thread: the end-to-end load tool shares the
+    /// machine with the suite it measures, and on one thread it spends less of it (no
+    /// wake-ups handed between worker threads) while still driving thousands of calls a
+    /// second (BENCHMARKS.md, Routing).
+    pub fn single_threaded(&self) -> bool {
+        matches!(
+            self.command,
+            Command::Bench(crate::bench::BenchCommand::Route(_))
+        )
+    }
+
     /// Runs the command; the exit code says how it went (64 for unusable configuration).
     pub async fn run(self) -> ExitCode {
         let result = match self.command {

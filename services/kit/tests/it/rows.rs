@@ -111,6 +111,34 @@ async fn many_rows_insert_and_update_in_chunks(backend: Backend) {
     db.close().await;
 }
 
+/// Statements hold any number of rows up to 8, else a power of two, within the row limit and
+/// the byte cap: few distinct texts, each prepared once per connection.
+#[test]
+fn statements_are_cut_to_a_few_sizes() {
+    let sizes: Vec<usize> = (0..=20).map(db::statement_size).collect();
+    assert_eq!(
+        sizes,
+        [
+            0, 1, 2, 3, 4, 5, 6, 7, 8, 8, 8, 8, 8, 8, 8, 8, 16, 16, 16, 16, 16
+        ]
+    );
+    assert_eq!(db::statement_size(1_000), 512);
+    assert_eq!(db::statement_size(1_024), 1_024);
+
+    let small = vec![10; 300];
+    assert_eq!(db::statement_rows(&small, 1_000), 256);
+    assert_eq!(db::statement_rows(&small[256..], 1_000), 32);
+    assert_eq!(db::statement_rows(&small, 100), 64, "the row limit first");
+    assert_eq!(db::statement_rows(&small[..7], 1_000), 7);
+    assert_eq!(db::statement_rows(&[], 1_000), 0);
+    // Cut by bytes first: 20 rows fit before the large one, 16 are taken.
+    let mut sized = vec![100; 20];
+    sized.push(db::MAX_STATEMENT_BYTES);
+    assert_eq!(db::statement_rows(&sized, 1_000), 16);
+    // A row larger than the cap goes alone.
+    assert_eq!(db::statement_rows(&sized[20..], 1_000), 1);
+}
+
 #[test]
 fn values_lists_number_placeholders_row_by_row() {
     assert_eq!(db::values_list(2, 3), "($1, $2, $3), ($4, $5, $6)");
