@@ -1123,7 +1123,7 @@ pub async fn get_clusters_with_times(
     ids: &[String],
 ) -> Result<std::collections::HashMap<String, (Cluster, Vec<(Micros, String)>)>, StoreError> {
     let mut out = std::collections::HashMap::new();
-    for chunk in ids.chunks(200) {
+    for chunk in minqing_kit::db::statement_chunks(ids, 256) {
         for cluster in cluster_rows(conn, chunk).await? {
             out.insert(cluster.id.clone(), (cluster, Vec::new()));
         }
@@ -1152,7 +1152,7 @@ pub async fn get_cluster_sizes(
     ids: &[String],
 ) -> Result<std::collections::HashMap<String, (Cluster, i64)>, StoreError> {
     let mut out = std::collections::HashMap::new();
-    for chunk in ids.chunks(200) {
+    for chunk in minqing_kit::db::statement_chunks(ids, 256) {
         for cluster in cluster_rows(conn, chunk).await? {
             out.insert(cluster.id.clone(), (cluster, 0));
         }

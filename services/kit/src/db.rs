@@ -505,6 +505,20 @@ pub fn statement_size(n: usize) -> usize {
     if n <= 8 { n } else { 1 << n.ilog2() }
 }
 
+/// `items` in consecutive chunks of at most `limit`, each of a [`statement_size`]: for
+/// statements with a placeholder (or a few) per item, such as `IN (…)` lists.
+pub fn statement_chunks<T>(items: &[T], limit: usize) -> impl Iterator<Item = &[T]> {
+    let mut rest = items;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let (chunk, tail) = rest.split_at(statement_size(rest.len().min(limit.max(1))));
+        rest = tail;
+        Some(chunk)
+    })
+}
+
 /// How many of the rows whose sizes are `sizes` the next statement takes: as many as fit in
 /// `limit` rows and [`MAX_STATEMENT_BYTES`] (always at least one), cut to a
 /// [`statement_size`].

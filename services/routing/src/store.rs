@@ -203,7 +203,7 @@ pub async fn routed_among(
     case_ids: &[String],
 ) -> Result<std::collections::HashSet<String>, StoreError> {
     let mut out = std::collections::HashSet::new();
-    for chunk in case_ids.chunks(500) {
+    for chunk in minqing_kit::db::statement_chunks(case_ids, 512) {
         let sql = format!(
             "SELECT case_id FROM routes WHERE case_id IN ({})",
             minqing_kit::db::placeholders(chunk.len())

@@ -137,6 +137,14 @@ fn statements_are_cut_to_a_few_sizes() {
     assert_eq!(db::statement_rows(&sized, 1_000), 16);
     // A row larger than the cap goes alone.
     assert_eq!(db::statement_rows(&sized[20..], 1_000), 1);
+
+    // Lists cut by count alone, every item once and in order.
+    let items: Vec<u32> = (0..300).collect();
+    let chunks: Vec<&[u32]> = db::statement_chunks(&items, 200).collect();
+    let lens: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+    assert_eq!(lens, [128, 128, 32, 8, 4]);
+    assert_eq!(chunks.concat(), items);
+    assert_eq!(db::statement_chunks::<u32>(&[], 200).count(), 0);
 }
 
 #[test]

@@ -134,25 +134,20 @@ pub(crate) async fn rows_in(
 /// Cuts `ids` into chunks for `IN (…)` lists of `per_id` placeholders an id: each chunk stays
 /// under the statement-size cap routing's multi-row writes use
 /// ([`minqing_kit::db::MAX_STATEMENT_BYTES`] of values), under the bind-parameter limit and
-/// under [`minqing_kit::db::MAX_ROWS_PER_STATEMENT`] ids.
+/// under [`minqing_kit::db::MAX_ROWS_PER_STATEMENT`] ids, and holds a
+/// [`statement_size`](minqing_kit::db::statement_size) of ids, so its text is one the
+/// connection has prepared before.
 pub(crate) fn id_chunks(ids: &[String], per_id: usize) -> Vec<&[String]> {
     let per_id = per_id.max(1);
     let most = (minqing_kit::db::MAX_PARAMETERS / per_id)
         .clamp(1, minqing_kit::db::MAX_ROWS_PER_STATEMENT);
+    let sizes: Vec<usize> = ids.iter().map(|id| (id.len() + 8) * per_id).collect();
     let mut out = Vec::new();
     let mut start = 0;
-    let mut bytes = 0;
-    for (i, id) in ids.iter().enumerate() {
-        let n = (id.len() + 8) * per_id;
-        if i > start && (i - start >= most || bytes + n > minqing_kit::db::MAX_STATEMENT_BYTES) {
-            out.push(&ids[start..i]);
-            start = i;
-            bytes = 0;
-        }
-        bytes += n;
-    }
-    if start < ids.len() {
-        out.push(&ids[start..]);
+    while start < ids.len() {
+        let n = minqing_kit::db::statement_rows(&sizes[start..], most);
+        out.push(&ids[start..start + n]);
+        start += n;
     }
     out
 }
