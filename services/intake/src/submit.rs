@@ -16,10 +16,10 @@
 //! [`PACE`] for it, and only when few others are queued with it (BENCHMARKS.md, routing end
 //! to end and intake's SubmitCase).
 //!
-//! A batch holds a [`statement_size`] of cases (any number up to 8, else a power of two),
-//! the rest of what was gathered going first in the next batch: each size is then one
-//! statement text that every connection prepares once and reuses, where batches of every
-//! size were each parsed and planned anew.
+//! On PostgreSQL a batch holds a [`statement_size`] of cases (any number up to 8, else a
+//! power of two), the rest of what was gathered going first in the next batch: each size is
+//! then one statement text that every connection prepares once and reuses, where batches of
+//! every size were each parsed and planned anew.
 //!
 //! Written here rather than taken from a crate: the batching is a dozen lines on tokio's
 //! channels, and the part that matters — per-case idempotency and errors inside one batch —
@@ -74,6 +74,13 @@ impl Submitter {
             Backend::Postgres => 2,
             Backend::Sqlite => 1,
         };
+        // On PostgreSQL a batch is one statement with no transaction around it, so it is cut
+        // to a statement size; on SQLite a batch is one transaction (one commit, the cost that
+        // matters there) of as many statements as it needs, so it is not.
+        let max_cut = match db.backend() {
+            Backend::Postgres => MAX_BATCH,
+            Backend::Sqlite => 0,
+        };
         let (queue, mut jobs) = mpsc::channel::<Job>(QUEUE);
         tokio::spawn(async move {
             let permits = Arc::new(Semaphore::new(writers));
@@ -84,7 +91,8 @@ impl Submitter {
                 let Ok(permit) = permits.clone().acquire_owned().await else {
                     return;
                 };
-                let Some(batch) = next_batch(&mut carry, &mut jobs, last, MAX_BATCH).await else {
+                let Some(batch) = next_batch(&mut carry, &mut jobs, last, MAX_BATCH, max_cut).await
+                else {
                     return;
                 };
                 last = Some(Instant::now());
@@ -136,16 +144,17 @@ async fn gather<T>(
     batch
 }
 
-/// The next batch: the cases held back from the last one (`carry`) with whatever has queued
-/// since, or else a fresh [`gather`] paced after the batch that began at `last`; cut to a
-/// [`statement_size`], so that it is written with one statement the connection has prepared
-/// before, the rest held back in `carry` to go first next time. `None` once the queue has
-/// closed and nothing is held back.
+/// The next batch of at most `max`: the cases held back from the last one (`carry`) with
+/// whatever has queued since, or else a fresh [`gather`] paced after the batch that began at
+/// `last`. A batch of up to `max_cut` cases is cut to a [`statement_size`], so that it is
+/// written with one statement the connection has prepared before, the rest held back in
+/// `carry` to go first next time. `None` once the queue has closed and nothing is held back.
 async fn next_batch<T>(
     carry: &mut Vec<T>,
     jobs: &mut mpsc::Receiver<T>,
     last: Option<Instant>,
     max: usize,
+    max_cut: usize,
 ) -> Option<Vec<T>> {
     let mut batch = if carry.is_empty() {
         let first = jobs.recv().await?;
@@ -159,7 +168,9 @@ async fn next_batch<T>(
         }
         batch
     };
-    *carry = batch.split_off(statement_size(batch.len()));
+    if batch.len() <= max_cut {
+        *carry = batch.split_off(statement_size(batch.len()));
+    }
     Some(batch)
 }
 
@@ -263,7 +274,9 @@ mod tests {
         for i in 0..13 {
             send.send(i).await.unwrap();
         }
-        let first = next_batch(&mut carry, &mut jobs, None, 256).await.unwrap();
+        let first = next_batch(&mut carry, &mut jobs, None, 256, 256)
+            .await
+            .unwrap();
         assert_eq!(first, (0..8).collect::<Vec<_>>(), "13 gathered, 8 written");
         assert_eq!(carry, (8..13).collect::<Vec<_>>());
 
@@ -272,7 +285,7 @@ mod tests {
         }
         // Held back first, then what queued since; 7 is a statement size of its own.
         let before = Instant::now();
-        let second = next_batch(&mut carry, &mut jobs, Some(before), 256)
+        let second = next_batch(&mut carry, &mut jobs, Some(before), 256, 256)
             .await
             .unwrap();
         assert_eq!(second, (8..15).collect::<Vec<_>>());
@@ -287,21 +300,42 @@ mod tests {
         for i in 100..140 {
             send.send(i).await.unwrap();
         }
-        let third = next_batch(&mut carry, &mut jobs, None, 32).await.unwrap();
+        let third = next_batch(&mut carry, &mut jobs, None, 32, 32)
+            .await
+            .unwrap();
         assert_eq!(third.len(), 32);
         assert!(carry.is_empty());
         // 8 left queued, then 3 more: 11 gathered, 8 written, 3 held back.
         for i in 140..143 {
             send.send(i).await.unwrap();
         }
-        let fourth = next_batch(&mut carry, &mut jobs, None, 32).await.unwrap();
+        let fourth = next_batch(&mut carry, &mut jobs, None, 32, 32)
+            .await
+            .unwrap();
         assert_eq!(fourth, (132..140).collect::<Vec<_>>());
         assert_eq!(carry, vec![140, 141, 142]);
 
         // The queue closes: what is held back is still written, then the writer stops.
         drop(send);
-        let last = next_batch(&mut carry, &mut jobs, None, 32).await.unwrap();
+        let last = next_batch(&mut carry, &mut jobs, None, 32, 32)
+            .await
+            .unwrap();
         assert_eq!(last, vec![140, 141, 142]);
-        assert!(next_batch(&mut carry, &mut jobs, None, 32).await.is_none());
+        assert!(
+            next_batch(&mut carry, &mut jobs, None, 32, 32)
+                .await
+                .is_none()
+        );
+
+        // Not cut (SQLite: a batch is one transaction of as many statements as it needs).
+        let (send, mut jobs) = mpsc::channel(64);
+        for i in 0..13 {
+            send.send(i).await.unwrap();
+        }
+        let whole = next_batch(&mut carry, &mut jobs, None, 256, 0)
+            .await
+            .unwrap();
+        assert_eq!(whole, (0..13).collect::<Vec<_>>());
+        assert!(carry.is_empty());
     }
 }
