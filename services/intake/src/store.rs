@@ -335,18 +335,15 @@ pub async fn submit_cases(db: &Db, batch: &[NewCase]) -> Result<Vec<Inserted>, S
             }
             if let [chunk] = chunks.as_slice() {
                 inserted = insert_with_events(db.pool(), &items(chunk)).await?;
-                if !inserted.is_empty() {
-                    db.events_committed();
-                }
             } else {
                 let mut tx = db.begin().await?;
                 for chunk in chunks {
                     inserted.extend(insert_with_events(tx.conn(), &items(chunk)).await?);
                 }
                 tx.commit().await?;
-                if !inserted.is_empty() {
-                    db.events_committed();
-                }
+            }
+            if !inserted.is_empty() {
+                db.events_committed();
             }
         }
         Backend::Sqlite => {

@@ -264,6 +264,12 @@ mod tests {
         assert_eq!(jobs.recv().await, Some(14));
     }
 
+    async fn queue(send: &mpsc::Sender<i32>, items: std::ops::Range<i32>) {
+        for i in items {
+            send.send(i).await.unwrap();
+        }
+    }
+
     /// A batch holds up to 8 cases as they come, else a power of two of them; the rest go
     /// first in the next batch, with what queued meanwhile; nothing held back is lost when
     /// the queue closes.
@@ -271,18 +277,14 @@ mod tests {
     async fn batches_are_cut_to_statement_sizes_and_the_rest_goes_next() {
         let (send, mut jobs) = mpsc::channel(64);
         let mut carry = Vec::new();
-        for i in 0..13 {
-            send.send(i).await.unwrap();
-        }
+        queue(&send, 0..13).await;
         let first = next_batch(&mut carry, &mut jobs, None, 256, 256)
             .await
             .unwrap();
         assert_eq!(first, (0..8).collect::<Vec<_>>(), "13 gathered, 8 written");
         assert_eq!(carry, (8..13).collect::<Vec<_>>());
 
-        for i in 13..15 {
-            send.send(i).await.unwrap();
-        }
+        queue(&send, 13..15).await;
         // Held back first, then what queued since; 7 is a statement size of its own.
         let before = Instant::now();
         let second = next_batch(&mut carry, &mut jobs, Some(before), 256, 256)
@@ -297,18 +299,14 @@ mod tests {
         );
 
         // 40 queued with a limit of 32: 32 written, none held back beyond the queue's own.
-        for i in 100..140 {
-            send.send(i).await.unwrap();
-        }
+        queue(&send, 100..140).await;
         let third = next_batch(&mut carry, &mut jobs, None, 32, 32)
             .await
             .unwrap();
         assert_eq!(third.len(), 32);
         assert!(carry.is_empty());
         // 8 left queued, then 3 more: 11 gathered, 8 written, 3 held back.
-        for i in 140..143 {
-            send.send(i).await.unwrap();
-        }
+        queue(&send, 140..143).await;
         let fourth = next_batch(&mut carry, &mut jobs, None, 32, 32)
             .await
             .unwrap();
@@ -329,9 +327,7 @@ mod tests {
 
         // Not cut (SQLite: a batch is one transaction of as many statements as it needs).
         let (send, mut jobs) = mpsc::channel(64);
-        for i in 0..13 {
-            send.send(i).await.unwrap();
-        }
+        queue(&send, 0..13).await;
         let whole = next_batch(&mut carry, &mut jobs, None, 256, 0)
             .await
             .unwrap();
