@@ -4,9 +4,10 @@
 //!
 //! The three consumers share one path (`apply_batch`) that applies a whole batch with a few
 //! statements, whatever its size: what the batch's events need is read up front (its clocks in
-//! one statement, locked on PostgreSQL; its units' levels in one; for answers, clusters and
-//! contacts in two), the events are applied in order to that state in memory, and each table
-//! is written once at the end with multi-row statements. The result is the same as applying
+//! one statement, locked on PostgreSQL; its units' levels in one; for answers that may go to a
+//! whole cluster, the clusters and their members in one), the events are applied in order to
+//! that state in memory, and each table is written once at the end with multi-row statements
+//! (the reporters' contact methods are read then, for the deliveries made, in one). The result is the same as applying
 //! the events one by one, each in its own transaction.
 
 use std::{
@@ -295,12 +296,12 @@ pub(crate) struct Batch {
 }
 
 /// What an event needs read: its case's clock, units' levels, and whether it may answer the
-/// reporter.
+/// reporters of its case's cluster together (a collective reply: resolved or referred).
 #[derive(Debug, Default)]
 struct Needs {
     case: String,
     units: Vec<String>,
-    answers: bool,
+    collective: bool,
 }
 
 fn needs(kind: &str, bytes: &[u8]) -> Option<Needs> {
@@ -314,7 +315,6 @@ fn needs(kind: &str, bytes: &[u8]) -> Option<Needs> {
             r.case
         };
         need.units.push(r.unit);
-        need.answers = r.disposition == tpb::Disposition::Supplement as i32;
     } else if is(rpb::AssignmentAccepted::full_name()) {
         let a = rpb::AssignmentAccepted::decode(bytes).ok()?;
         need.case = a.assignment?.case;
@@ -324,16 +324,14 @@ fn needs(kind: &str, bytes: &[u8]) -> Option<Needs> {
     } else if is(rpb::AssignmentResolved::full_name()) {
         let r = rpb::AssignmentResolved::decode(bytes).ok()?;
         need.case = r.assignment?.case;
-        need.answers = true;
+        need.collective = true;
     } else if is(rpb::SupplementRequested::full_name()) {
         let r = rpb::SupplementRequested::decode(bytes).ok()?;
         need.case = r.route?.case;
-        need.answers = true;
     } else if is(rpb::CaseResumed::full_name()) {
         need.case = rpb::CaseResumed::decode(bytes).ok()?.route?.case;
     } else if is(rpb::CaseEscalated::full_name()) {
         need.case = rpb::CaseEscalated::decode(bytes).ok()?.case;
-        need.answers = true;
     } else if is(rpb::EscalationApproved::full_name()) {
         let r = rpb::EscalationApproved::decode(bytes).ok()?;
         need.case = r.case;
@@ -344,7 +342,7 @@ fn needs(kind: &str, bytes: &[u8]) -> Option<Needs> {
         need.units.push(r.answering_unit);
     } else if is(rpb::CaseReferred::full_name()) {
         need.case = rpb::CaseReferred::decode(bytes).ok()?.case;
-        need.answers = true;
+        need.collective = true;
     } else if is(rpb::RoutingCancelled::full_name()) {
         need.case = rpb::RoutingCancelled::decode(bytes).ok()?.route?.case;
     } else if is(ipb::CaseWithdrawn::full_name()) {
@@ -391,7 +389,8 @@ impl Batch {
     }
 
     /// Reads what the batch's events will need: their clocks (locked on PostgreSQL), their
-    /// units' levels, and, for events that may answer a reporter, the clusters and contacts.
+    /// units' levels, and, for events that may answer a cluster's reporters together, the
+    /// clusters and their members.
     async fn prefetch(&mut self, tx: &mut Tx, events: &[events_pb::Event]) -> Result<(), Error> {
         let mut cases = BTreeSet::new();
         let mut units = BTreeSet::new();
@@ -403,7 +402,7 @@ impl Batch {
             };
             units.extend(need.units);
             if let Some(id) = case_id(&need.case) {
-                if need.answers {
+                if need.collective {
                     answers.insert(id.to_string());
                 }
                 cases.insert(id.to_string());
@@ -1667,6 +1666,28 @@ mod tests {
                 && later_extension[1].contains("case: \"cases/y\""),
             "{later_extension:?}"
         );
+        // Every delivery goes by its reporter's kept contact method (0 without a contact),
+        // looked up only for the reports reached, whether in an earlier batch or this one.
+        let fields = |l: &str| -> Vec<String> { l.split(" | ").map(str::to_string).collect() };
+        let methods: std::collections::HashMap<String, String> = b
+            .iter()
+            .filter_map(|l| l.strip_prefix("contact "))
+            .map(|l| {
+                let f = fields(l);
+                (f[0].clone(), f[12].clone())
+            })
+            .collect();
+        let deliveries: Vec<Vec<String>> = b
+            .iter()
+            .filter_map(|l| l.strip_prefix("delivery "))
+            .map(fields)
+            .collect();
+        assert!(deliveries.len() > 5);
+        assert!(deliveries.iter().any(|d| d[4] != "0"), "{deliveries:?}");
+        for d in &deliveries {
+            let kept = methods.get(&d[1]).map_or("0", String::as_str);
+            assert_eq!(d[4], kept, "{d:?}");
+        }
         assert!(count(&b, "timer ") > 0);
         assert!(b.iter().any(|l| l.starts_with("unit units/u2 1")));
         let versions: Vec<&String> = b.iter().filter(|l| l.starts_with("clock a |")).collect();

@@ -198,23 +198,23 @@ pub struct Contact {
 }
 
 /// What a batch of events reads and writes about replies: reporters' contacts, cluster
-/// membership, replies and their deliveries. Reads are made for the whole batch up front
-/// ([`Replies::prefetch`]) and, for anything not foreseen, one at a time when first needed;
-/// writes are kept, in order, to be made with a few multi-row statements at the batch's end
-/// ([`Replies::flush`]). Everything reads as if each event's writes had been made at once:
-/// a contact or a cluster change of an earlier event of the batch counts for a later one.
+/// membership, replies and their deliveries. Cluster membership is read for the whole batch
+/// up front ([`Replies::prefetch`]) and, for anything not foreseen, one at a time when first
+/// needed; writes are kept, in order, to be made with a few multi-row statements at the
+/// batch's end ([`Replies::flush`]). Everything reads as if each event's writes had been made
+/// at once: a contact or a cluster change of an earlier event of the batch counts for a later
+/// one. Contact methods are read at the end, once it is known which reporters a reply
+/// reaches: only those the batch queues a delivery to, not every member of a cluster.
 #[derive(Debug, Default)]
 pub(crate) struct Replies {
-    /// Contact methods stored, by case (`None`: no contact stored).
-    stored_methods: HashMap<String, Option<i32>>,
     /// Clusters stored, by case ("" none).
     stored_cluster: HashMap<String, String>,
     /// Members stored, by cluster.
     stored_members: HashMap<String, BTreeSet<String>>,
     /// Contacts kept by this batch, the first of each case, in order.
     contacts: Vec<(Contact, Micros)>,
-    /// Contact methods kept by this batch, by case (the first kept).
-    new_methods: HashMap<String, i32>,
+    /// Cases whose contact this batch keeps.
+    new_contacts: HashSet<String>,
     /// Clusters set by this batch, by case (the last set).
     clusters: BTreeMap<String, String>,
     /// Replies made by this batch, in order.
@@ -227,14 +227,15 @@ pub(crate) struct Replies {
 struct NewReply {
     reply: Reply,
     dedupe: String,
-    deliveries: Vec<Delivery>,
+    /// The reports it reaches (cases), in case order.
+    recipients: Vec<String>,
     /// Its `ReplyQueued` event's place among the batch's events.
     event: usize,
 }
 
 impl Replies {
-    /// Reads, in two statements for all, what answering `case_ids` needs: their clusters,
-    /// their clusters' members, and the contacts of all of these.
+    /// Reads, in one statement for all, what answering `case_ids` needs: their clusters and
+    /// their clusters' members.
     pub(crate) async fn prefetch(&mut self, tx: &mut Tx, case_ids: &[String]) -> Result<(), Error> {
         let ids: Vec<String> = case_ids
             .iter()
@@ -251,35 +252,22 @@ impl Replies {
         for (case, cluster) in &rows {
             of_case.insert(case, cluster);
         }
-        let mut wanted: BTreeSet<String> = ids.iter().cloned().collect();
+        let mut members_of: HashMap<&str, BTreeSet<String>> = HashMap::new();
+        for (case, cluster) in &rows {
+            if !cluster.is_empty() {
+                members_of
+                    .entry(cluster.as_str())
+                    .or_default()
+                    .insert(case.clone());
+            }
+        }
         for id in &ids {
             let cluster = of_case.get(id.as_str()).copied().unwrap_or_default();
             self.stored_cluster.insert(id.clone(), cluster.to_string());
             if !cluster.is_empty() && !self.stored_members.contains_key(cluster) {
-                let members: BTreeSet<String> = rows
-                    .iter()
-                    .filter(|(_, c)| c == cluster)
-                    .map(|(case, _)| case.clone())
-                    .collect();
-                wanted.extend(members.iter().cloned());
+                let members = members_of.remove(cluster).unwrap_or_default();
                 self.stored_members.insert(cluster.to_string(), members);
             }
-        }
-        self.fetch_methods(tx, wanted.into_iter().collect()).await
-    }
-
-    async fn fetch_methods(&mut self, tx: &mut Tx, ids: Vec<String>) -> Result<(), Error> {
-        let ids: Vec<String> = ids
-            .into_iter()
-            .filter(|c| !self.stored_methods.contains_key(c))
-            .collect();
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let found = store::replies::contact_methods(tx, &ids).await?;
-        for id in ids {
-            let method = found.get(&id).copied();
-            self.stored_methods.insert(id, method);
         }
         Ok(())
     }
@@ -324,17 +312,6 @@ impl Replies {
         Ok(out.into_iter().collect())
     }
 
-    /// A reporter's contact method (0 when no contact is kept).
-    async fn method(&mut self, tx: &mut Tx, case_id: &str) -> Result<i32, Error> {
-        if !self.stored_methods.contains_key(case_id) {
-            self.fetch_methods(tx, vec![case_id.to_string()]).await?;
-        }
-        Ok(match self.stored_methods.get(case_id) {
-            Some(Some(m)) => *m,
-            _ => self.new_methods.get(case_id).copied().unwrap_or(0),
-        })
-    }
-
     /// Keeps what is needed to answer a newly submitted case's reporter.
     pub(crate) fn remember_case(&mut self, case: &ipb::Case, now: Micros) {
         let Some(id) = case.name.strip_prefix("cases/") else {
@@ -363,8 +340,7 @@ impl Replies {
             },
         };
         // Only the first contact of a case is kept (the store's insert does nothing after).
-        if !self.new_methods.contains_key(id) {
-            self.new_methods.insert(id.to_string(), c.method);
+        if self.new_contacts.insert(id.to_string()) {
             self.contacts.push((c, now));
         }
         if !case.cluster.is_empty() {
@@ -404,44 +380,69 @@ impl Replies {
             .into_iter()
             .collect();
         let mut reached = store::replies::reached(tx, &earlier).await?;
-        let mut new: Vec<(Reply, String)> = Vec::new();
-        let mut deliveries: Vec<Delivery> = Vec::new();
+        // Who each reply reaches: every recipient of a new one; for one made already, only
+        // the reports it has not reached (a collective reply, to whoever joined since).
         let mut drop: HashSet<usize> = HashSet::new();
-        for r in self.replies {
+        let mut plans: Vec<(NewReply, Option<String>, Vec<String>)> = Vec::new();
+        for mut r in self.replies {
             let Some(id) = made.get(&r.dedupe).cloned() else {
                 made.insert(r.dedupe.clone(), r.reply.id.clone());
-                for d in &r.deliveries {
-                    reached.insert((r.reply.id.clone(), d.case_id.clone()));
+                for case in &r.recipients {
+                    reached.insert((r.reply.id.clone(), case.clone()));
                 }
-                deliveries.extend(r.deliveries);
-                new.push((r.reply, r.dedupe));
+                let to = std::mem::take(&mut r.recipients);
+                plans.push((r, None, to));
                 continue;
             };
-            let joined: Vec<Delivery> = if r.reply.cluster.is_empty() {
+            let joined: Vec<String> = if r.reply.cluster.is_empty() {
                 Vec::new()
             } else {
-                r.deliveries
+                std::mem::take(&mut r.recipients)
                     .into_iter()
-                    .filter(|d| reached.insert((id.clone(), d.case_id.clone())))
-                    .map(|d| Delivery {
-                        reply_id: id.clone(),
-                        ..d
-                    })
+                    .filter(|case| reached.insert((id.clone(), case.clone())))
                     .collect()
             };
             if joined.is_empty() {
                 drop.insert(r.event);
-                continue;
+            } else {
+                plans.push((r, Some(id), joined));
             }
-            let e = pb::ReplyExtended {
-                reply: format!("replies/{id}"),
-                case: format!("cases/{}", r.reply.case_id),
-                deliveries: crate::grpc::convert::reply(&r.reply, &joined).deliveries,
-            };
+        }
+        // The contacts are written above, so the store answers for this batch's too (the
+        // first contact of a case is the one kept).
+        let wanted: Vec<String> = plans
+            .iter()
+            .flat_map(|(_, _, to)| to.iter().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let methods = store::replies::contact_methods(tx, &wanted).await?;
+        let mut new: Vec<(Reply, String)> = Vec::new();
+        let mut deliveries: Vec<Delivery> = Vec::new();
+        for (r, made_before, to) in plans {
+            let reply_id = made_before.as_deref().unwrap_or(&r.reply.id);
+            let made_now: Vec<Delivery> = to
+                .iter()
+                .map(|case| {
+                    let method = methods.get(case).copied().unwrap_or(0);
+                    queued(reply_id, case, method, r.reply.create_time)
+                })
+                .collect();
             let row = &mut out.rows[r.event];
-            row.kind = pb::ReplyExtended::full_name();
-            row.payload = e.encode_to_vec();
-            deliveries.extend(joined);
+            let reply = crate::grpc::convert::reply(&r.reply, &made_now);
+            if made_before.is_some() {
+                row.kind = pb::ReplyExtended::full_name();
+                row.payload = pb::ReplyExtended {
+                    reply: format!("replies/{reply_id}"),
+                    case: format!("cases/{}", r.reply.case_id),
+                    deliveries: reply.deliveries,
+                }
+                .encode_to_vec();
+            } else {
+                row.payload = pb::ReplyQueued { reply: Some(reply) }.encode_to_vec();
+                new.push((r.reply, r.dedupe));
+            }
+            deliveries.extend(made_now);
         }
         if !drop.is_empty() {
             let mut i = 0;
@@ -474,8 +475,13 @@ pub(crate) async fn on_answer(
     trigger: Trigger,
     detail: &str,
 ) -> Result<(), Error> {
-    let cluster = b.cluster_of(tx, &clock.case_id).await?;
-    let collective = trigger.collective() && !cluster.is_empty();
+    // Only an answer to the issue (resolved, referred) goes to the whole cluster.
+    let cluster = if trigger.collective() {
+        b.cluster_of(tx, &clock.case_id).await?
+    } else {
+        String::new()
+    };
+    let collective = !cluster.is_empty();
     let dedupe = if collective {
         format!("{cluster}|{}", trigger.slug())
     } else if trigger.collective() {
@@ -517,13 +523,10 @@ pub(crate) async fn on_answer(
         text,
         create_time: s.now,
     };
-    let mut deliveries = Vec::new();
-    for case_id in recipients {
-        let method = b.method(tx, &case_id).await?;
-        deliveries.push(queued(&reply.id, &case_id, method, s.now));
-    }
+    // The event is written out at the batch's end ([`Replies::flush`]), with the deliveries
+    // then known.
     let e = pb::ReplyQueued {
-        reply: Some(crate::grpc::convert::reply(&reply, &deliveries)),
+        reply: Some(crate::grpc::convert::reply(&reply, &[])),
     };
     let event = out.rows.len();
     crate::flow::event(out, s.meta, clock, &e, s.now);
@@ -531,7 +534,7 @@ pub(crate) async fn on_answer(
     b.replies.push(NewReply {
         reply,
         dedupe,
-        deliveries,
+        recipients,
         event,
     });
     Ok(())
