@@ -301,7 +301,7 @@ pub(crate) struct Batch {
 struct Needs {
     case: String,
     units: Vec<String>,
-    collective: bool,
+    collective: Option<replies::Trigger>,
 }
 
 fn needs(kind: &str, bytes: &[u8]) -> Option<Needs> {
@@ -324,7 +324,7 @@ fn needs(kind: &str, bytes: &[u8]) -> Option<Needs> {
     } else if is(rpb::AssignmentResolved::full_name()) {
         let r = rpb::AssignmentResolved::decode(bytes).ok()?;
         need.case = r.assignment?.case;
-        need.collective = true;
+        need.collective = Some(replies::Trigger::Resolved);
     } else if is(rpb::SupplementRequested::full_name()) {
         let r = rpb::SupplementRequested::decode(bytes).ok()?;
         need.case = r.route?.case;
@@ -342,7 +342,7 @@ fn needs(kind: &str, bytes: &[u8]) -> Option<Needs> {
         need.units.push(r.answering_unit);
     } else if is(rpb::CaseReferred::full_name()) {
         need.case = rpb::CaseReferred::decode(bytes).ok()?.case;
-        need.collective = true;
+        need.collective = Some(replies::Trigger::Referred);
     } else if is(rpb::RoutingCancelled::full_name()) {
         need.case = rpb::RoutingCancelled::decode(bytes).ok()?.route?.case;
     } else if is(ipb::CaseWithdrawn::full_name()) {
@@ -394,7 +394,7 @@ impl Batch {
     async fn prefetch(&mut self, tx: &mut Tx, events: &[events_pb::Event]) -> Result<(), Error> {
         let mut cases = BTreeSet::new();
         let mut units = BTreeSet::new();
-        let mut answers = BTreeSet::new();
+        let mut answers = Vec::new();
         for e in events {
             let Some(payload) = &e.payload else { continue };
             let Some(need) = needs(&e.kind, &payload.value) else {
@@ -402,8 +402,8 @@ impl Batch {
             };
             units.extend(need.units);
             if let Some(id) = case_id(&need.case) {
-                if need.collective {
-                    answers.insert(id.to_string());
+                if let Some(trigger) = need.collective {
+                    answers.push((id.to_string(), trigger));
                 }
                 cases.insert(id.to_string());
             }
@@ -417,7 +417,6 @@ impl Batch {
                 self.units.insert(u, level);
             }
         }
-        let answers: Vec<String> = answers.into_iter().collect();
         self.replies.prefetch(tx, &answers).await
     }
 
@@ -1395,6 +1394,24 @@ mod tests {
             case: "cases/y".into(),
             ..Default::default()
         });
+        // z leaves the cluster and comes back: the cluster's resolution reached it before,
+        // so it is not reached again.
+        f.push(&ipb::CaseUnclustered {
+            cluster: Some(ipb::Cluster {
+                name: "clusters/k1".into(),
+                ..Default::default()
+            }),
+            case: "cases/z".into(),
+        });
+        f.push(&ipb::CaseClustered {
+            cluster: Some(ipb::Cluster {
+                name: "clusters/k1".into(),
+                ..Default::default()
+            }),
+            case: "cases/z".into(),
+            by_staff: true,
+            size: 5,
+        });
         // a is resolved again after y joined: the cluster's resolution (made in the earlier
         // batch, before y) now reaches y too, and only y.
         f.push(&rpb::AssignmentResolved {
@@ -1659,6 +1676,12 @@ mod tests {
         // The cluster's resolution reached y, who joined after it was made, once (b's second
         // resolution came before y joined, a's after).
         assert_eq!(count(&b, "delivery clusters/k1|resolved"), 5, "{b:#?}");
+        assert_eq!(
+            count(&b, "delivery clusters/k1|resolved | z |"),
+            1,
+            "{b:#?}"
+        );
+        assert!(b.iter().any(|l| l == "member z clusters/k1"), "{b:#?}");
         let later_extension = extended(&b);
         assert_eq!(later_extension.len(), 2, "{b:#?}");
         assert!(

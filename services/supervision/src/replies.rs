@@ -211,6 +211,14 @@ pub(crate) struct Replies {
     stored_cluster: HashMap<String, String>,
     /// Members stored, by cluster.
     stored_members: HashMap<String, BTreeSet<String>>,
+    /// Collective replies made by earlier batches, by dedupe key (looked up for the batch's
+    /// answers that may go to a whole cluster).
+    made_before: HashMap<String, String>,
+    /// For each of those replies: the stored members of its cluster it has not reached.
+    unreached: HashMap<String, BTreeSet<String>>,
+    /// `(reply, case)` pairs checked for a delivery, for cases this batch moved into a cluster
+    /// answered before: whether the reply reached them (a report that left and came back).
+    joiner_reached: HashMap<(String, String), bool>,
     /// Contacts kept by this batch, the first of each case, in order.
     contacts: Vec<(Contact, Micros)>,
     /// Cases whose contact this batch keeps.
@@ -227,46 +235,81 @@ pub(crate) struct Replies {
 struct NewReply {
     reply: Reply,
     dedupe: String,
-    /// The reports it reaches (cases), in case order.
+    /// The reports it reaches (cases), in case order: for a collective reply made by an
+    /// earlier batch, only those that reply has not reached ([`Replies::made_before`]).
     recipients: Vec<String>,
+    /// Whether `recipients` leaves out those an earlier batch's reply reached already.
+    unreached_only: bool,
     /// Its `ReplyQueued` event's place among the batch's events.
     event: usize,
 }
 
 impl Replies {
-    /// Reads, in one statement for all, what answering `case_ids` needs: their clusters and
-    /// their clusters' members.
-    pub(crate) async fn prefetch(&mut self, tx: &mut Tx, case_ids: &[String]) -> Result<(), Error> {
-        let ids: Vec<String> = case_ids
+    /// Reads, in a few statements for all, what the batch's answers that may go to a whole
+    /// cluster need (`answers`: case and trigger): the cases' clusters; the replies earlier
+    /// batches made to those clusters for those triggers; and the members of each cluster whose
+    /// reply is still to be made. A reply made before is extended only to the members it has
+    /// not reached, read when first needed ([`Replies::unreached_members`]), so a large
+    /// cluster is not read whole for every report that joins it.
+    pub(crate) async fn prefetch(
+        &mut self,
+        tx: &mut Tx,
+        answers: &[(String, Trigger)],
+    ) -> Result<(), Error> {
+        let ids: Vec<String> = answers
             .iter()
+            .map(|(c, _)| c)
             .filter(|c| !self.stored_cluster.contains_key(*c))
             .cloned()
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
-        if ids.is_empty() {
-            return Ok(());
-        }
-        let rows = store::replies::clusters_around(tx, &ids).await?;
-        let mut of_case: HashMap<&str, &str> = HashMap::new();
-        for (case, cluster) in &rows {
-            of_case.insert(case, cluster);
-        }
-        let mut members_of: HashMap<&str, BTreeSet<String>> = HashMap::new();
-        for (case, cluster) in &rows {
-            if !cluster.is_empty() {
-                members_of
-                    .entry(cluster.as_str())
-                    .or_default()
-                    .insert(case.clone());
+        if !ids.is_empty() {
+            let found: HashMap<String, String> = store::replies::clusters_of(tx, &ids)
+                .await?
+                .into_iter()
+                .collect();
+            for id in ids {
+                let cluster = found.get(&id).cloned().unwrap_or_default();
+                self.stored_cluster.insert(id, cluster);
             }
         }
-        for id in &ids {
-            let cluster = of_case.get(id.as_str()).copied().unwrap_or_default();
-            self.stored_cluster.insert(id.clone(), cluster.to_string());
-            if !cluster.is_empty() && !self.stored_members.contains_key(cluster) {
-                let members = members_of.remove(cluster).unwrap_or_default();
-                self.stored_members.insert(cluster.to_string(), members);
+        let wanted: Vec<(String, String)> = answers
+            .iter()
+            .filter_map(|(case, trigger)| {
+                let cluster = self.stored_cluster.get(case)?;
+                (!cluster.is_empty())
+                    .then(|| (cluster.clone(), format!("{cluster}|{}", trigger.slug())))
+            })
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let keys: Vec<String> = wanted
+            .iter()
+            .map(|(_, key)| key.clone())
+            .filter(|key| !self.made_before.contains_key(key))
+            .collect();
+        if !keys.is_empty() {
+            self.made_before
+                .extend(store::replies::used_dedupes(tx, &keys).await?);
+        }
+        let clusters: Vec<String> = wanted
+            .iter()
+            .filter(|(cluster, key)| {
+                !self.made_before.contains_key(key) && !self.stored_members.contains_key(cluster)
+            })
+            .map(|(cluster, _)| cluster.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        if !clusters.is_empty() {
+            let mut members: HashMap<String, BTreeSet<String>> = HashMap::new();
+            for (case, cluster) in store::replies::members_of(tx, &clusters).await? {
+                members.entry(cluster).or_default().insert(case);
+            }
+            for cluster in clusters {
+                let m = members.remove(&cluster).unwrap_or_default();
+                self.stored_members.insert(cluster, m);
             }
         }
         Ok(())
@@ -286,6 +329,56 @@ impl Replies {
             .get(case_id)
             .cloned()
             .unwrap_or_default())
+    }
+
+    /// The members of `cluster` that `reply_id`, made by an earlier batch, has not reached,
+    /// in case order: stored members it has no delivery to (unless this batch moved them
+    /// out), and the cases this batch moved in, unless it reached them before.
+    async fn unreached_members(
+        &mut self,
+        tx: &mut Tx,
+        cluster: &str,
+        reply_id: &str,
+    ) -> Result<Vec<String>, Error> {
+        if !self.unreached.contains_key(reply_id) {
+            let m = store::replies::unreached(tx, cluster, reply_id).await?;
+            self.unreached
+                .insert(reply_id.to_string(), m.into_iter().collect());
+        }
+        let stored = self.unreached.get(reply_id).cloned().unwrap_or_default();
+        let joiners: Vec<String> = self
+            .clusters
+            .iter()
+            .filter(|(case, c)| c.as_str() == cluster && !stored.contains(*case))
+            .map(|(case, _)| case.clone())
+            .collect();
+        let unchecked: Vec<String> = joiners
+            .iter()
+            .filter(|case| {
+                !self
+                    .joiner_reached
+                    .contains_key(&(reply_id.to_string(), (*case).clone()))
+            })
+            .cloned()
+            .collect();
+        if !unchecked.is_empty() {
+            let reached = store::replies::reached_among(tx, reply_id, &unchecked).await?;
+            for case in unchecked {
+                let was = reached.contains(&case);
+                self.joiner_reached
+                    .insert((reply_id.to_string(), case), was);
+            }
+        }
+        let mut out: BTreeSet<String> = stored
+            .into_iter()
+            .filter(|case| self.clusters.get(case).is_none_or(|c| c == cluster))
+            .collect();
+        out.extend(joiners.into_iter().filter(|case| {
+            self.joiner_reached
+                .get(&(reply_id.to_string(), case.clone()))
+                .is_some_and(|reached| !reached)
+        }));
+        Ok(out.into_iter().collect())
     }
 
     /// The cases of a cluster, in case order.
@@ -374,7 +467,7 @@ impl Replies {
         let earlier: Vec<String> = self
             .replies
             .iter()
-            .filter(|r| !r.reply.cluster.is_empty())
+            .filter(|r| !r.reply.cluster.is_empty() && !r.unreached_only)
             .filter_map(|r| made.get(&r.dedupe).cloned())
             .collect::<BTreeSet<_>>()
             .into_iter()
@@ -501,10 +594,15 @@ pub(crate) async fn on_answer(
     if b.dedupes.contains(&dedupe) && !collective {
         return Ok(());
     }
-    let recipients = if collective {
-        b.members(tx, &cluster).await?
+    let made_before = if collective {
+        b.made_before.get(&dedupe).cloned()
     } else {
-        vec![clock.case_id.clone()]
+        None
+    };
+    let recipients = match (&made_before, collective) {
+        (Some(id), _) => b.unreached_members(tx, &cluster, id).await?,
+        (None, true) => b.members(tx, &cluster).await?,
+        (None, false) => vec![clock.case_id.clone()],
     };
     let text = s.ctx.templates.render(
         trigger,
@@ -535,6 +633,7 @@ pub(crate) async fn on_answer(
         reply,
         dedupe,
         recipients,
+        unreached_only: made_before.is_some(),
         event,
     });
     Ok(())

@@ -373,31 +373,75 @@ pub async fn appointments<'c, E: Executor<'c, Database = Any>>(
     rows.iter().map(appointment).collect()
 }
 
-/// The cluster rows of `case_ids` and of every other member of their clusters,
-/// `(case_id, cluster)`: a statement per few hundred cases.
-pub async fn clusters_around(
+/// The cluster of each of `case_ids` that is in one, `(case_id, cluster)`.
+pub async fn clusters_of(
     tx: &mut Tx,
     case_ids: &[String],
 ) -> Result<Vec<(String, String)>, StoreError> {
-    let mut out = Vec::new();
-    for chunk in super::id_chunks(case_ids, 2) {
-        let n = chunk.len();
-        let first = minqing_kit::db::placeholders(n);
-        let second = (n + 1..=2 * n)
+    let rows = super::rows_in(tx.conn(), case_ids, |ids| {
+        format!("SELECT case_id, cluster FROM cluster_members WHERE case_id IN ({ids}) AND cluster <> ''")
+    })
+    .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("case_id")?, row.try_get("cluster")?)))
+        .collect()
+}
+
+/// The members of `clusters`, `(case_id, cluster)`.
+pub async fn members_of(
+    tx: &mut Tx,
+    clusters: &[String],
+) -> Result<Vec<(String, String)>, StoreError> {
+    let rows = super::rows_in(tx.conn(), clusters, |ids| {
+        format!("SELECT case_id, cluster FROM cluster_members WHERE cluster IN ({ids})")
+    })
+    .await?;
+    rows.iter()
+        .map(|row| Ok((row.try_get("case_id")?, row.try_get("cluster")?)))
+        .collect()
+}
+
+/// The members of `cluster` that reply `reply_id` has no delivery to, in case order: whom a
+/// collective reply made before still has to reach, read without reading those it reached.
+pub async fn unreached(
+    tx: &mut Tx,
+    cluster: &str,
+    reply_id: &str,
+) -> Result<Vec<String>, StoreError> {
+    let rows = sqlx::query(
+        "SELECT m.case_id FROM cluster_members m WHERE m.cluster = $1 AND NOT EXISTS \
+            (SELECT 1 FROM deliveries d WHERE d.reply_id = $2 AND d.case_id = m.case_id) \
+         ORDER BY m.case_id",
+    )
+    .bind(cluster)
+    .bind(reply_id)
+    .fetch_all(tx.conn())
+    .await?;
+    rows.iter()
+        .map(|r| Ok(r.try_get::<String, _>("case_id")?))
+        .collect()
+}
+
+/// Those of `case_ids` that reply `reply_id` has a delivery to.
+pub async fn reached_among(
+    tx: &mut Tx,
+    reply_id: &str,
+    case_ids: &[String],
+) -> Result<HashSet<String>, StoreError> {
+    let mut out = HashSet::new();
+    for chunk in super::id_chunks(case_ids, 1) {
+        let list = (2..=chunk.len() + 1)
             .map(|i| format!("${i}"))
             .collect::<Vec<_>>()
             .join(", ");
-        let sql = format!(
-            "SELECT case_id, cluster FROM cluster_members WHERE case_id IN ({first}) \
-             OR cluster IN (SELECT cluster FROM cluster_members \
-                WHERE case_id IN ({second}) AND cluster <> '')"
-        );
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in chunk.iter().chain(chunk) {
+        let sql =
+            format!("SELECT case_id FROM deliveries WHERE reply_id = $1 AND case_id IN ({list})");
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(reply_id.to_string());
+        for id in chunk {
             q = q.bind(id.clone());
         }
         for row in q.fetch_all(tx.conn()).await? {
-            out.push((row.try_get("case_id")?, row.try_get("cluster")?));
+            out.insert(row.try_get::<String, _>("case_id")?);
         }
     }
     Ok(out)
