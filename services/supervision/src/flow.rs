@@ -1195,6 +1195,23 @@ mod tests {
     }
 
     /// Every kind the consumers follow; cases several times each.
+    fn k1() -> ipb::Cluster {
+        ipb::Cluster {
+            name: "clusters/k1".into(),
+            ..Default::default()
+        }
+    }
+
+    /// `case` ("cases/…") joins cluster k1, then of `size` reports.
+    fn clustered(case: &str, by_staff: bool, size: i32) -> ipb::CaseClustered {
+        ipb::CaseClustered {
+            cluster: Some(k1()),
+            case: case.into(),
+            by_staff,
+            size,
+        }
+    }
+
     fn first_events() -> Vec<events_pb::Event> {
         let t0 = start().timestamp_micros();
         let hour = 3_600_000_000;
@@ -1216,15 +1233,7 @@ mod tests {
         f.push(&submitted("a", 3, ""));
         // Each case that joins has its own event (z, with no contact, joins too).
         for (case, size) in [("cases/a", 2), ("cases/z", 3)] {
-            f.push(&ipb::CaseClustered {
-                cluster: Some(ipb::Cluster {
-                    name: "clusters/k1".into(),
-                    ..Default::default()
-                }),
-                case: case.into(),
-                by_staff: false,
-                size,
-            });
+            f.push(&clustered(case, false, size));
         }
         f.push(&rpb::UnitChanged {
             unit: Some(rpb::Unit {
@@ -1267,15 +1276,7 @@ mod tests {
         });
         // x joins the cluster after its resolution was made (in the same batch, when the
         // batch is whole).
-        f.push(&ipb::CaseClustered {
-            cluster: Some(ipb::Cluster {
-                name: "clusters/k1".into(),
-                ..Default::default()
-            }),
-            case: "cases/x".into(),
-            by_staff: false,
-            size: 4,
-        });
+        f.push(&clustered("cases/x", false, 4));
         // The cluster's reply went out with a's: none for b, and x is added to it.
         f.push(&rpb::AssignmentResolved {
             assignment: Some(assignment("b", t0 + hour)),
@@ -1397,21 +1398,10 @@ mod tests {
         // z leaves the cluster and comes back: the cluster's resolution reached it before,
         // so it is not reached again.
         f.push(&ipb::CaseUnclustered {
-            cluster: Some(ipb::Cluster {
-                name: "clusters/k1".into(),
-                ..Default::default()
-            }),
+            cluster: Some(k1()),
             case: "cases/z".into(),
         });
-        f.push(&ipb::CaseClustered {
-            cluster: Some(ipb::Cluster {
-                name: "clusters/k1".into(),
-                ..Default::default()
-            }),
-            case: "cases/z".into(),
-            by_staff: true,
-            size: 5,
-        });
+        f.push(&clustered("cases/z", true, 5));
         // a is resolved again after y joined: the cluster's resolution (made in the earlier
         // batch, before y) now reaches y too, and only y.
         f.push(&rpb::AssignmentResolved {

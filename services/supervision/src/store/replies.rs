@@ -378,12 +378,23 @@ pub async fn clusters_of(
     tx: &mut Tx,
     case_ids: &[String],
 ) -> Result<Vec<(String, String)>, StoreError> {
-    let rows = super::rows_in(tx.conn(), case_ids, |ids| {
+    pairs_in(tx, case_ids, ("case_id", "cluster"), |ids| {
         format!("SELECT case_id, cluster FROM cluster_members WHERE case_id IN ({ids}) AND cluster <> ''")
     })
-    .await?;
+    .await
+}
+
+/// The two text columns `(a, b)` of the rows `sql` (given an `IN` list) finds for `ids`, a
+/// statement per few hundred ids.
+async fn pairs_in<C: FromIterator<(String, String)>>(
+    tx: &mut Tx,
+    ids: &[String],
+    (a, b): (&str, &str),
+    sql: impl Fn(&str) -> String,
+) -> Result<C, StoreError> {
+    let rows = super::rows_in(tx.conn(), ids, sql).await?;
     rows.iter()
-        .map(|row| Ok((row.try_get("case_id")?, row.try_get("cluster")?)))
+        .map(|row| Ok((row.try_get(a)?, row.try_get(b)?)))
         .collect()
 }
 
@@ -392,13 +403,10 @@ pub async fn members_of(
     tx: &mut Tx,
     clusters: &[String],
 ) -> Result<Vec<(String, String)>, StoreError> {
-    let rows = super::rows_in(tx.conn(), clusters, |ids| {
+    pairs_in(tx, clusters, ("case_id", "cluster"), |ids| {
         format!("SELECT case_id, cluster FROM cluster_members WHERE cluster IN ({ids})")
     })
-    .await?;
-    rows.iter()
-        .map(|row| Ok((row.try_get("case_id")?, row.try_get("cluster")?)))
-        .collect()
+    .await
 }
 
 /// The members of `cluster` that reply `reply_id` has no delivery to, in case order: whom a
@@ -542,13 +550,10 @@ pub async fn used_dedupes(
     tx: &mut Tx,
     keys: &[String],
 ) -> Result<HashMap<String, String>, StoreError> {
-    let rows = super::rows_in(tx.conn(), keys, |keys| {
+    pairs_in(tx, keys, ("dedupe", "id"), |keys| {
         format!("SELECT dedupe, id FROM replies WHERE dedupe IN ({keys})")
     })
-    .await?;
-    rows.iter()
-        .map(|row| Ok((row.try_get("dedupe")?, row.try_get("id")?)))
-        .collect()
+    .await
 }
 
 /// The reports each of `reply_ids` has a delivery to, `(reply_id, case_id)`.
@@ -556,13 +561,10 @@ pub async fn reached(
     tx: &mut Tx,
     reply_ids: &[String],
 ) -> Result<HashSet<(String, String)>, StoreError> {
-    let rows = super::rows_in(tx.conn(), reply_ids, |ids| {
+    pairs_in(tx, reply_ids, ("reply_id", "case_id"), |ids| {
         format!("SELECT reply_id, case_id FROM deliveries WHERE reply_id IN ({ids})")
     })
-    .await?;
-    rows.iter()
-        .map(|row| Ok((row.try_get("reply_id")?, row.try_get("case_id")?)))
-        .collect()
+    .await
 }
 
 /// Inserts replies, `(reply, dedupe)`, in a few multi-row statements, each unless its
