@@ -438,16 +438,16 @@ pub async fn reached_among(
 ) -> Result<HashSet<String>, StoreError> {
     let mut out = HashSet::new();
     for chunk in super::id_chunks(case_ids, 1) {
-        let list = (2..=chunk.len() + 1)
-            .map(|i| format!("${i}"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let sql =
-            format!("SELECT case_id FROM deliveries WHERE reply_id = $1 AND case_id IN ({list})");
-        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(reply_id.to_string());
+        let sql = format!(
+            "SELECT case_id FROM deliveries WHERE case_id IN ({}) AND reply_id = ${}",
+            minqing_kit::db::placeholders(chunk.len()),
+            chunk.len() + 1
+        );
+        let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
         for id in chunk {
             q = q.bind(id.clone());
         }
+        q = q.bind(reply_id.to_string());
         for row in q.fetch_all(tx.conn()).await? {
             out.insert(row.try_get::<String, _>("case_id")?);
         }
