@@ -267,14 +267,7 @@ fn statement_chunks(batch: &[NewCase]) -> Vec<&[NewCase]> {
         .iter()
         .map(|item| approx_bytes(&item.case, &item.event))
         .collect();
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < batch.len() {
-        let n = minqing_kit::db::statement_rows(&sizes[start..], CASES_PER_STATEMENT);
-        out.push(&batch[start..start + n]);
-        start += n;
-    }
-    out
+    minqing_kit::db::sized_chunks(batch, &sizes, CASES_PER_STATEMENT)
 }
 
 /// PostgreSQL: writes `cases` and the events of those that are new with one statement (a

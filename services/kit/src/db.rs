@@ -536,6 +536,19 @@ pub fn statement_rows(sizes: &[usize], limit: usize) -> usize {
     statement_size(n)
 }
 
+/// `items` cut into consecutive statements by [`statement_rows`], `sizes[i]` being the bytes
+/// `items[i]` adds to one: every item once, in order.
+pub fn sized_chunks<'a, T>(items: &'a [T], sizes: &[usize], limit: usize) -> Vec<&'a [T]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    while start < items.len() {
+        let n = statement_rows(&sizes[start..], limit);
+        out.push(&items[start..start + n]);
+        start += n;
+    }
+    out
+}
+
 fn is_identifier(name: &str) -> bool {
     let mut chars = name.chars();
     chars

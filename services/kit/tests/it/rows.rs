@@ -145,6 +145,15 @@ fn statements_are_cut_to_a_few_sizes() {
     assert_eq!(lens, [128, 128, 32, 8, 4]);
     assert_eq!(chunks.concat(), items);
     assert_eq!(db::statement_chunks::<u32>(&[], 200).count(), 0);
+    // Cut by size: 20 items of which the sixth alone fills a statement.
+    let items: Vec<u32> = (0..20).collect();
+    let mut sizes = vec![10; 20];
+    sizes[5] = db::MAX_STATEMENT_BYTES;
+    let chunks = db::sized_chunks(&items, &sizes, 16);
+    let lens: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+    assert_eq!(lens, [5, 1, 8, 6]);
+    assert_eq!(chunks.concat(), items);
+    assert!(db::sized_chunks::<u32>(&[], &[], 16).is_empty());
 }
 
 #[test]

@@ -142,14 +142,7 @@ pub(crate) fn id_chunks(ids: &[String], per_id: usize) -> Vec<&[String]> {
     let most = (minqing_kit::db::MAX_PARAMETERS / per_id)
         .clamp(1, minqing_kit::db::MAX_ROWS_PER_STATEMENT);
     let sizes: Vec<usize> = ids.iter().map(|id| (id.len() + 8) * per_id).collect();
-    let mut out = Vec::new();
-    let mut start = 0;
-    while start < ids.len() {
-        let n = minqing_kit::db::statement_rows(&sizes[start..], most);
-        out.push(&ids[start..start + n]);
-        start += n;
-    }
-    out
+    minqing_kit::db::sized_chunks(ids, &sizes, most)
 }
 
 #[cfg(test)]
