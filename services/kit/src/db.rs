@@ -430,6 +430,24 @@ pub fn values_list(rows: usize, columns: usize) -> String {
     values_list_after(0, rows, columns)
 }
 
+/// `$1, $11, $21, …`: the placeholders of column `column` (from 0) of a [`values_list`] of
+/// `rows` rows of `columns` each, for an `IN (…)` on the key a multi-row `UPDATE … FROM v`
+/// joins on. Without it PostgreSQL may join the `VALUES` to the whole table by a sequential
+/// scan and a hash: with its default page costs that looks cheaper than one index probe a row
+/// until the table holds tens of thousands of rows, and a cached generic plan keeps it as the
+/// table grows. With the keys listed, the table is read by its index.
+pub fn column_placeholders(rows: usize, columns: usize, column: usize) -> String {
+    let mut out = String::with_capacity(rows * 6);
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('$');
+        out.push_str(&(r * columns + column + 1).to_string());
+    }
+    out
+}
+
 /// [`values_list`] numbered from `$(before + 1)`: the second of two lists in one statement
 /// (PostgreSQL placeholders).
 pub fn values_list_after(before: usize, rows: usize, columns: usize) -> String {

@@ -178,6 +178,9 @@ fn in_lists_number_their_placeholders() {
     assert_eq!(db::placeholders(3), "$1, $2, $3");
     assert_eq!(db::placeholders(1), "$1");
     assert_eq!(db::placeholders(0), "");
+    assert_eq!(db::column_placeholders(3, 10, 0), "$1, $11, $21");
+    assert_eq!(db::column_placeholders(2, 3, 2), "$3, $6");
+    assert_eq!(db::column_placeholders(0, 3, 0), "");
 }
 
 backend_tests!(many_rows_insert_and_update_in_chunks);
