@@ -434,8 +434,9 @@ pub fn values_list(rows: usize, columns: usize) -> String {
 /// `rows` rows of `columns` each, for an `IN (…)` on the key a multi-row `UPDATE … FROM v`
 /// joins on. Without it PostgreSQL may join the `VALUES` to the whole table by a sequential
 /// scan and a hash: with its default page costs that looks cheaper than one index probe a row
-/// until the table holds tens of thousands of rows, and a cached generic plan keeps it as the
-/// table grows. With the keys listed, the table is read by its index.
+/// until the table holds tens of thousands of rows, and a plan kept by a prepared statement
+/// stays so as the table grows. With the keys listed, PostgreSQL counts on the rows listed and
+/// reads any but a small table by its index.
 pub fn column_placeholders(rows: usize, columns: usize, column: usize) -> String {
     let mut out = String::with_capacity(rows * 6);
     for r in 0..rows {
