@@ -486,8 +486,35 @@ pub async fn execute_rows<T>(
     rows: impl IntoIterator<Item = T>,
     size: impl Fn(&T) -> usize,
     sql: impl Fn(&str) -> String,
+    bind: impl FnMut(AnyQuery, T) -> AnyQuery,
+) -> Result<u64, StoreError> {
+    execute_rows_planned(conn, Planning::Kept, columns, rows, size, sql, bind).await
+}
+
+/// How PostgreSQL plans a statement run again and again (SQLite plans without regard to its
+/// tables' sizes, and keeps every statement prepared).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Planning {
+    /// Prepared once per connection; PostgreSQL may settle on one plan for every run.
+    Kept,
+    /// Planned at every run, for the tables as they are then. For an update joined to a table
+    /// that grows quickly (a multi-row `UPDATE … FROM (VALUES …)`): the plan PostgreSQL keeps
+    /// from when the table was small joins by a scan of the whole table and a hash, and it
+    /// keeps it until the table is next analysed, on a new database a minute or more away.
+    EachRun,
+}
+
+/// [`execute_rows`], planned as `planning` says.
+pub async fn execute_rows_planned<T>(
+    conn: &mut AnyConnection,
+    planning: Planning,
+    columns: usize,
+    rows: impl IntoIterator<Item = T>,
+    size: impl Fn(&T) -> usize,
+    sql: impl Fn(&str) -> String,
     mut bind: impl FnMut(AnyQuery, T) -> AnyQuery,
 ) -> Result<u64, StoreError> {
+    let keep = planning == Planning::Kept || conn.backend_name() == "SQLite";
     let per_statement = (MAX_PARAMETERS / columns.max(1)).clamp(1, MAX_ROWS_PER_STATEMENT);
     let rows: Vec<T> = rows.into_iter().collect();
     let sizes: Vec<usize> = rows.iter().map(&size).collect();
@@ -502,7 +529,7 @@ pub async fn execute_rows<T>(
             values_list(n, columns)
         };
         let text = sql(&values);
-        let mut query: AnyQuery = sqlx::query(sqlx::AssertSqlSafe(text));
+        let mut query: AnyQuery = sqlx::query(sqlx::AssertSqlSafe(text)).persistent(keep);
         for row in rows.by_ref().take(n) {
             query = bind(query, row);
         }

@@ -194,6 +194,18 @@ pub async fn writer_pragma(db: &Db, pragma: &str) -> i64 {
     value
 }
 
+/// How many sequential scans of `table` the transaction `tx` has made so far (PostgreSQL):
+/// for tests that a statement reads a grown table by its key.
+pub async fn seq_scans(tx: &mut crate::db::Tx, table: &str) -> i64 {
+    use sqlx::Row;
+    sqlx::query("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = $1")
+        .bind(table.to_owned())
+        .fetch_one(tx.conn())
+        .await
+        .expect("the table's scans read")
+        .get(0)
+}
+
 /// Waits until `check` holds, polling every few milliseconds, or panics after `within`.
 pub async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
 where

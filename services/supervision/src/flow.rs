@@ -1782,4 +1782,55 @@ mod tests {
         a_batch_writes_what_its_events_one_by_one_write,
         batch_writes_keep_the_version_check_and_fired_timers
     );
+
+    /// A batch's update of stored clocks reads them by key once the table has grown, however
+    /// small it was when the statement first ran.
+    #[tokio::test]
+    async fn a_batch_updates_a_grown_clocks_table_by_key_on_postgres() {
+        let Some(test_db) = TestDatabase::new(Backend::Postgres).await else {
+            return;
+        };
+        let db = Db::connect(&test_db.options("supervision")).await.unwrap();
+        let clock = time::Clock::manual(start());
+        let _ctx = ctx(&db, &clock).await;
+        let now = clock.now_micros();
+        let made = |from: usize, to: usize| -> Vec<crate::clock::Clock> {
+            (from..to)
+                .map(|i| {
+                    let mut c = crate::clock::Clock::new(&format!("c{i:06}"), now);
+                    c.place.district = "620102".into();
+                    c.version = 1;
+                    c
+                })
+                .collect()
+        };
+        let mut tx = db.begin().await.unwrap();
+        let first = made(0, 100);
+        store::clocks::insert_new(&mut tx, &first.iter().collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let changed: Vec<(&crate::clock::Clock, i64)> =
+            first[..64].iter().map(|c| (c, 1)).collect();
+        for _ in 0..8 {
+            store::clocks::update_many(&mut tx, &changed).await.unwrap();
+        }
+        let more = made(100, 40_000);
+        store::clocks::insert_new(&mut tx, &more.iter().collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let before = minqing_kit::testing::seq_scans(&mut tx, "clocks").await;
+        let changed: Vec<(&crate::clock::Clock, i64)> =
+            more[20_000..20_064].iter().map(|c| (c, 1)).collect();
+        assert_eq!(
+            store::clocks::update_many(&mut tx, &changed).await.unwrap(),
+            64
+        );
+        assert_eq!(
+            minqing_kit::testing::seq_scans(&mut tx, "clocks").await,
+            before,
+            "the batch scanned the table"
+        );
+        tx.rollback().await.unwrap();
+        db.close().await;
+    }
 }

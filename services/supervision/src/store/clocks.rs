@@ -613,8 +613,11 @@ pub async fn update_many(tx: &mut Tx, clocks: &[(&Clock, i64)]) -> Result<u64, S
         .iter()
         .map(|(c, read)| Ok((*c, *read, to_doc(*c)?)))
         .collect::<Result<Vec<_>, StoreError>>()?;
-    minqing_kit::db::execute_rows(
+    // Batches change the stored clocks their events move (acceptance, escalation, resolution
+    // and the rest), while the table grows by a clock for every case.
+    minqing_kit::db::execute_rows_planned(
         tx.conn(),
+        minqing_kit::db::Planning::EachRun,
         15,
         rows,
         |(c, _, doc)| clock_bytes(c, doc),

@@ -657,7 +657,6 @@ mod tests {
     use super::{contacts, insert_deliveries, insert_replies, put_contacts, replies_by_id};
     use crate::replies::{Contact, Delivery, DeliveryState, Reply, Trigger};
     use minqing_kit::{backend_tests, db::Backend, testing::TestDatabase};
-    use sqlx::Row;
 
     fn delivery(id: &str, reply: &str, case: &str) -> Delivery {
         Delivery {
@@ -781,16 +780,6 @@ mod tests {
 
     backend_tests!(a_sweep_reads_and_writes_many_deliveries_at_once);
 
-    /// Sequential scans of `table` so far in `tx`.
-    async fn seq_scans(tx: &mut minqing_kit::db::Tx, table: &str) -> i64 {
-        sqlx::query("SELECT seq_scan FROM pg_stat_xact_user_tables WHERE relname = $1")
-            .bind(table.to_owned())
-            .fetch_one(tx.conn())
-            .await
-            .unwrap()
-            .get::<i64, _>(0)
-    }
-
     /// A sweep's update reads deliveries by their key once the table has grown, however small
     /// it was when the statement first ran. Prepared once, PostgreSQL kept the plan it made
     /// for a small table (a sequential scan joined by a hash) and every later sweep read the
@@ -823,12 +812,12 @@ mod tests {
         insert_deliveries(&mut tx, &made(100, 40_000))
             .await
             .unwrap();
-        let before = seq_scans(&mut tx, "deliveries").await;
+        let before = minqing_kit::testing::seq_scans(&mut tx, "deliveries").await;
         let sweep = &made(20_000, 20_064);
         let written = super::update_deliveries(&mut tx, sweep).await.unwrap();
         assert_eq!(written.len(), 64);
         assert_eq!(
-            seq_scans(&mut tx, "deliveries").await,
+            minqing_kit::testing::seq_scans(&mut tx, "deliveries").await,
             before,
             "the sweep scanned the table"
         );
