@@ -504,6 +504,13 @@ pub enum Planning {
     EachRun,
 }
 
+impl Planning {
+    /// Whether a statement so planned is kept prepared on `backend` (sqlx's `persistent`).
+    pub fn keeps(self, backend: Backend) -> bool {
+        self == Planning::Kept || backend == Backend::Sqlite
+    }
+}
+
 /// [`execute_rows`], planned as `planning` says.
 pub async fn execute_rows_planned<T>(
     conn: &mut AnyConnection,
@@ -514,7 +521,12 @@ pub async fn execute_rows_planned<T>(
     sql: impl Fn(&str) -> String,
     mut bind: impl FnMut(AnyQuery, T) -> AnyQuery,
 ) -> Result<u64, StoreError> {
-    let keep = planning == Planning::Kept || conn.backend_name() == "SQLite";
+    let backend = if conn.backend_name() == "SQLite" {
+        Backend::Sqlite
+    } else {
+        Backend::Postgres
+    };
+    let keep = planning.keeps(backend);
     let per_statement = (MAX_PARAMETERS / columns.max(1)).clamp(1, MAX_ROWS_PER_STATEMENT);
     let rows: Vec<T> = rows.into_iter().collect();
     let sizes: Vec<usize> = rows.iter().map(&size).collect();
@@ -523,12 +535,7 @@ pub async fn execute_rows_planned<T>(
     let mut affected = 0;
     while start < sizes.len() {
         let n = statement_rows(&sizes[start..], per_statement);
-        let values = if conn.backend_name() == "SQLite" {
-            values_list_for(Backend::Sqlite, n, columns)
-        } else {
-            values_list(n, columns)
-        };
-        let text = sql(&values);
+        let text = sql(&values_list_for(backend, n, columns));
         let mut query: AnyQuery = sqlx::query(sqlx::AssertSqlSafe(text)).persistent(keep);
         for row in rows.by_ref().take(n) {
             query = bind(query, row);

@@ -231,10 +231,9 @@ pub async fn update_deliveries(
     // sweep (at most 64) to one.
     let mut written = HashSet::new();
     for chunk in deliveries.chunks(64) {
-        // On PostgreSQL the statement is planned at each sweep, not prepared once: a plan
-        // kept from when the table was small scans it whole ever after (the table grows by a
-        // delivery for every reply). Planning it costs a fraction of a millisecond.
-        let keep = tx.backend() == minqing_kit::db::Backend::Sqlite;
+        // Planned at each sweep ([`Planning::EachRun`](minqing_kit::db::Planning)): the table
+        // grows by a delivery for every reply. Planning it costs a fraction of a millisecond.
+        let keep = minqing_kit::db::Planning::EachRun.keeps(tx.backend());
         let q = bind_deliveries(update_deliveries_sql(chunk.len()), chunk).persistent(keep);
         for row in q.fetch_all(tx.conn()).await? {
             written.insert(row.try_get::<String, _>(0)?);
