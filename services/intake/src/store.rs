@@ -7,7 +7,7 @@ use sqlx::{Any, AnyConnection, Executor, Row, any::AnyRow};
 
 use crate::domain::{Case, CaseState, Cluster, Disposition, LatLng, Submission};
 use minqing_kit::{
-    db::{Backend, Db, MAX_STATEMENT_BYTES, Tx},
+    db::{Backend, Db, MAX_STATEMENT_BYTES, Planning, Tx},
     error::StoreError,
     feed::{self, EventRow},
     time::Micros,
@@ -552,12 +552,14 @@ pub async fn get_memberships(
 
 /// Writes each `(membership, expected_version)`'s cluster, update time and version if the case
 /// is still at that version, with multi-row statements. Returns how many were written; fewer
-/// than given means some changed meanwhile (the caller retries).
+/// than given means some changed meanwhile (the caller retries). Planned at each run on
+/// PostgreSQL ([`Planning::EachRun`]): the plan it keeps from a small table joins by scanning it.
 pub async fn set_memberships(tx: &mut Tx, cases: &[(&Membership, i64)]) -> Result<u64, StoreError> {
     let mut cases = cases.to_vec();
     cases.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-    minqing_kit::db::execute_rows(
+    minqing_kit::db::execute_rows_planned(
         tx.conn(),
+        Planning::EachRun,
         5,
         cases,
         |(m, _)| 120 + m.id.len() + m.cluster.as_ref().map_or(0, String::len),
@@ -582,13 +584,15 @@ pub async fn set_memberships(tx: &mut Tx, cases: &[(&Membership, i64)]) -> Resul
 
 /// [`update_case`] for many cases with multi-row statements: each `(case, expected_version)`
 /// is written if the case is still at that version. Returns how many were written; fewer
-/// than given means some changed meanwhile (the caller retries).
+/// than given means some changed meanwhile (the caller retries). Planned at each run on
+/// PostgreSQL, as [`set_memberships`] is.
 pub async fn update_cases(tx: &mut Tx, cases: &[(&Case, i64)]) -> Result<u64, StoreError> {
     // In id order, as rows are locked everywhere, so concurrent batches never deadlock.
     let mut cases = cases.to_vec();
     cases.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-    minqing_kit::db::execute_rows(
+    minqing_kit::db::execute_rows_planned(
         tx.conn(),
+        Planning::EachRun,
         11,
         cases,
         |(case, _)| 200 + case.handling_unit.len() + case.withdraw_reason.len(),
@@ -1334,4 +1338,102 @@ mod submit_tests {
     }
 
     backend_tests!(a_batch_of_many_statements_writes_each_case_once);
+}
+
+#[cfg(test)]
+mod grown_table_tests {
+    //! Intake's multi-row updates of cases (routing's state, a batch's clusters) read the
+    //! table by key once it has grown, however small it was when the statement first ran on
+    //! the connection: PostgreSQL keeps the plan it settles on after a few runs.
+
+    use minqing_kit::{
+        db::{Backend, Tx},
+        testing::{TestDatabase, seq_scans},
+    };
+
+    use super::{Membership, update_cases};
+    use crate::{cluster::testing, domain::CaseState, store};
+
+    /// Cases `c{from}` to `c{to - 1}`, written directly: every column set, the submission
+    /// left empty (narrow rows, as short reports make).
+    async fn insert(tx: &mut Tx, from: i64, to: i64) {
+        sqlx::query(
+            "INSERT INTO cases (id, recorded_by, request_id, request_hash, channel, category, \
+                urgency, district, street, community, grid, building, reporter_phone, state, \
+                disposition, handling_unit, supplement_count, withdraw_reason, create_time, \
+                update_time, version, submission) \
+             SELECT 'c' || lpad(g::text, 6, '0'), 'window_staff:w', 'req-' || g, 'h', 1, \
+                'onsite-environment-11', 1, '620102', '620102001', '620102001001', \
+                '620102001001-g01', '620102001001-g01-b01', '', 1, 0, '', 0, '', g, g, 1, '' \
+             FROM generate_series($1::bigint, $2::bigint - 1) g",
+        )
+        .bind(from)
+        .bind(to)
+        .execute(tx.conn())
+        .await
+        .expect("cases written");
+    }
+
+    fn case(i: usize) -> crate::domain::Case {
+        let mut c = testing::case(
+            &format!("c{i:06}"),
+            "onsite-environment-11",
+            "",
+            None,
+            ("停水", "楼里停水了"),
+            1,
+        );
+        c.state = CaseState::Routed;
+        c.handling_unit = "临潢社区第一网格".into();
+        c
+    }
+
+    fn membership(i: usize) -> Membership {
+        Membership {
+            id: format!("c{i:06}"),
+            state: CaseState::Submitted,
+            cluster: Some("k1".into()),
+            create_time: 1,
+            update_time: 2,
+            version: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_case_updates_read_a_grown_table_by_key_on_postgres() {
+        let Some(t) = TestDatabase::new(Backend::Postgres).await else {
+            return;
+        };
+        let db = t.db("intake", &store::MIGRATIONS).await;
+        let mut tx = db.begin().await.unwrap();
+        insert(&mut tx, 0, 100).await;
+        let (cases, members): (Vec<_>, Vec<_>) = (0..64).map(|i| (case(i), membership(i))).unzip();
+        let cases: Vec<_> = cases.iter().map(|c| (c, 1)).collect();
+        let members: Vec<_> = members.iter().map(|m| (m, 1)).collect();
+        for _ in 0..8 {
+            assert_eq!(update_cases(&mut tx, &cases).await.unwrap(), 64);
+            assert_eq!(store::set_memberships(&mut tx, &members).await.unwrap(), 64);
+        }
+        insert(&mut tx, 100, 40_000).await;
+
+        let (cases, members): (Vec<_>, Vec<_>) =
+            (20_000..20_064).map(|i| (case(i), membership(i))).unzip();
+        let before = seq_scans(&mut tx, "cases").await;
+        let cases: Vec<_> = cases.iter().map(|c| (c, 1)).collect();
+        assert_eq!(update_cases(&mut tx, &cases).await.unwrap(), 64);
+        assert_eq!(
+            seq_scans(&mut tx, "cases").await,
+            before,
+            "routing's state update scanned the table"
+        );
+        let members: Vec<_> = members.iter().map(|m| (m, 1)).collect();
+        assert_eq!(store::set_memberships(&mut tx, &members).await.unwrap(), 64);
+        assert_eq!(
+            seq_scans(&mut tx, "cases").await,
+            before,
+            "the clusters' update scanned the table"
+        );
+        tx.rollback().await.unwrap();
+        db.close().await;
+    }
 }

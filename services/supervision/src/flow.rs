@@ -1833,4 +1833,105 @@ mod tests {
         tx.rollback().await.unwrap();
         db.close().await;
     }
+    /// A batch's replacement of its cases' timers, and the timer worker's write of the clocks
+    /// that fired, read grown tables by key, however small they were when each statement first
+    /// ran on the connection. PostgreSQL is made to keep the plan it makes for all values (a
+    /// generic plan, which it may also choose by itself after five runs): the plan for the
+    /// small `clocks` table joins by scanning it, and would scan it still once it has grown.
+    #[tokio::test]
+    async fn timers_replaced_and_fired_clocks_written_read_grown_tables_by_key_on_postgres() {
+        let Some(test_db) = TestDatabase::new(Backend::Postgres).await else {
+            return;
+        };
+        let db = Db::connect(&test_db.options("supervision")).await.unwrap();
+        let clock = time::Clock::manual(start());
+        let _ctx = ctx(&db, &clock).await;
+        let now = clock.now_micros();
+        let made = |from: usize, to: usize| -> Vec<crate::clock::Clock> {
+            (from..to)
+                .map(|i| {
+                    let mut c = crate::clock::Clock::new(&format!("c{i:06}"), now);
+                    c.version = 1;
+                    c
+                })
+                .collect()
+        };
+        let timers = |clocks: &[crate::clock::Clock]| -> Vec<crate::clock::Timer> {
+            (clocks.iter().enumerate())
+                .map(|(i, c)| crate::clock::Timer {
+                    id: i64::try_from(i).unwrap() + 1,
+                    case_id: c.case_id.clone(),
+                    kind: crate::clock::TimerKind::Warning,
+                    step: 0,
+                    fire: now,
+                })
+                .collect()
+        };
+        let ids = |clocks: &[crate::clock::Clock]| -> Vec<String> {
+            clocks.iter().map(|c| c.case_id.clone()).collect()
+        };
+        let mut tx = db.begin().await.unwrap();
+        let first = made(0, 100);
+        store::clocks::insert_new(&mut tx, &first.iter().collect::<Vec<_>>())
+            .await
+            .unwrap();
+        store::clocks::replace_timers(&mut tx, &ids(&first), &timers(&first))
+            .await
+            .unwrap();
+        sqlx::query("SET LOCAL plan_cache_mode = force_generic_plan")
+            .execute(tx.conn())
+            .await
+            .unwrap();
+        let mut fired = first[..64].to_vec();
+        for _ in 0..8 {
+            store::clocks::replace_timers(&mut tx, &ids(&fired), &timers(&fired))
+                .await
+                .unwrap();
+            assert_eq!(
+                store::clocks::save_fired(&mut tx, &mut fired)
+                    .await
+                    .unwrap(),
+                64
+            );
+            for c in &mut fired {
+                c.version = 1;
+            }
+            sqlx::query("UPDATE clocks SET version = 1")
+                .execute(tx.conn())
+                .await
+                .unwrap();
+        }
+        let all = made(0, 40_000);
+        store::clocks::insert_new(&mut tx, &all[100..].iter().collect::<Vec<_>>())
+            .await
+            .unwrap();
+        store::clocks::replace_timers(&mut tx, &ids(&all[100..]), &timers(&all)[100..])
+            .await
+            .unwrap();
+
+        let mut fired = all[20_000..20_064].to_vec();
+        let before = minqing_kit::testing::seq_scans(&mut tx, "timers").await;
+        store::clocks::replace_timers(&mut tx, &ids(&fired), &timers(&all)[20_000..20_064])
+            .await
+            .unwrap();
+        assert_eq!(
+            minqing_kit::testing::seq_scans(&mut tx, "timers").await,
+            before,
+            "replacing the timers scanned the table"
+        );
+        let before = minqing_kit::testing::seq_scans(&mut tx, "clocks").await;
+        assert_eq!(
+            store::clocks::save_fired(&mut tx, &mut fired)
+                .await
+                .unwrap(),
+            64
+        );
+        assert_eq!(
+            minqing_kit::testing::seq_scans(&mut tx, "clocks").await,
+            before,
+            "writing the fired clocks scanned the table"
+        );
+        tx.rollback().await.unwrap();
+        db.close().await;
+    }
 }

@@ -465,7 +465,7 @@ pub async fn delete_unfired(tx: &mut Tx, ids: &[i64]) -> Result<(), StoreError> 
 /// underneath, and the caller's transaction must not commit). Bumps each written `version`.
 /// Leaving the other columns out of the statement spares SQLite the rewriting of the indexes
 /// on them; on SQLite (no network, so no reason to keep statements small) 200 rows go in one
-/// statement.
+/// statement. Planned at each run on PostgreSQL, as [`update_many`] is.
 pub async fn save_fired(tx: &mut Tx, clocks: &mut [Clock]) -> Result<u64, StoreError> {
     const COLUMNS: usize = 5;
     let sql = |values: &str| {
@@ -503,8 +503,9 @@ pub async fn save_fired(tx: &mut Tx, clocks: &mut [Clock]) -> Result<u64, StoreE
             written
         }
         minqing_kit::db::Backend::Postgres => {
-            minqing_kit::db::execute_rows(
+            minqing_kit::db::execute_rows_planned(
                 tx.conn(),
+                minqing_kit::db::Planning::EachRun,
                 COLUMNS,
                 rows,
                 |(c, doc)| doc.len() + c.case_id.len() + 32,
