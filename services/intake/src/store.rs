@@ -1355,7 +1355,8 @@ mod grown_table_tests {
     use crate::{cluster::testing, domain::CaseState, store};
 
     /// Cases `c{from}` to `c{to - 1}`, written directly: every column set, the submission
-    /// left empty (narrow rows, as short reports make).
+    /// left empty. Which plan PostgreSQL settles on depends on the rows' width; on narrow rows
+    /// the kept statements joined by a scan.
     async fn insert(tx: &mut Tx, from: i64, to: i64) {
         sqlx::query(
             "INSERT INTO cases (id, recorded_by, request_id, request_hash, channel, category, \

@@ -1833,6 +1833,7 @@ mod tests {
         tx.rollback().await.unwrap();
         db.close().await;
     }
+
     /// A batch's replacement of its cases' timers, and the timer worker's write of the clocks
     /// that fired, read grown tables by key, however small they were when each statement first
     /// ran on the connection. PostgreSQL is made to keep the plan it makes for all values (a
@@ -1893,6 +1894,7 @@ mod tests {
                     .unwrap(),
                 64
             );
+            // Back at version 1, so that the next run writes them again.
             for c in &mut fired {
                 c.version = 1;
             }
