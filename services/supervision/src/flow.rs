@@ -1783,27 +1783,36 @@ mod tests {
         batch_writes_keep_the_version_check_and_fired_timers
     );
 
+    /// Supervision's store on a throwaway PostgreSQL database, its context and the clock's
+    /// time, for the tests of statements on grown tables; none without PostgreSQL.
+    async fn grown_table_store() -> Option<(TestDatabase, Db, Arc<crate::app::Ctx>, Micros)> {
+        let test_db = TestDatabase::new(Backend::Postgres).await?;
+        let db = Db::connect(&test_db.options("supervision")).await.unwrap();
+        let clock = time::Clock::manual(start());
+        let ctx = ctx(&db, &clock).await;
+        Some((test_db, db, ctx, clock.now_micros()))
+    }
+
+    /// Clocks `c{from}` to `c{to - 1}`, stored at version 1.
+    fn stored_clocks(now: Micros, from: usize, to: usize) -> Vec<crate::clock::Clock> {
+        (from..to)
+            .map(|i| {
+                let mut c = crate::clock::Clock::new(&format!("c{i:06}"), now);
+                c.place.district = "620102".into();
+                c.version = 1;
+                c
+            })
+            .collect()
+    }
+
     /// A batch's update of stored clocks reads them by key once the table has grown, however
     /// small it was when the statement first ran.
     #[tokio::test]
     async fn a_batch_updates_a_grown_clocks_table_by_key_on_postgres() {
-        let Some(test_db) = TestDatabase::new(Backend::Postgres).await else {
+        let Some((_test_db, db, _ctx, now)) = grown_table_store().await else {
             return;
         };
-        let db = Db::connect(&test_db.options("supervision")).await.unwrap();
-        let clock = time::Clock::manual(start());
-        let _ctx = ctx(&db, &clock).await;
-        let now = clock.now_micros();
-        let made = |from: usize, to: usize| -> Vec<crate::clock::Clock> {
-            (from..to)
-                .map(|i| {
-                    let mut c = crate::clock::Clock::new(&format!("c{i:06}"), now);
-                    c.place.district = "620102".into();
-                    c.version = 1;
-                    c
-                })
-                .collect()
-        };
+        let made = |from: usize, to: usize| stored_clocks(now, from, to);
         let mut tx = db.begin().await.unwrap();
         let first = made(0, 100);
         store::clocks::insert_new(&mut tx, &first.iter().collect::<Vec<_>>())
@@ -1841,22 +1850,10 @@ mod tests {
     /// small `clocks` table joins by scanning it, and would scan it still once it has grown.
     #[tokio::test]
     async fn timers_replaced_and_fired_clocks_written_read_grown_tables_by_key_on_postgres() {
-        let Some(test_db) = TestDatabase::new(Backend::Postgres).await else {
+        let Some((_test_db, db, _ctx, now)) = grown_table_store().await else {
             return;
         };
-        let db = Db::connect(&test_db.options("supervision")).await.unwrap();
-        let clock = time::Clock::manual(start());
-        let _ctx = ctx(&db, &clock).await;
-        let now = clock.now_micros();
-        let made = |from: usize, to: usize| -> Vec<crate::clock::Clock> {
-            (from..to)
-                .map(|i| {
-                    let mut c = crate::clock::Clock::new(&format!("c{i:06}"), now);
-                    c.version = 1;
-                    c
-                })
-                .collect()
-        };
+        let made = |from: usize, to: usize| stored_clocks(now, from, to);
         let timers = |clocks: &[crate::clock::Clock]| -> Vec<crate::clock::Timer> {
             (clocks.iter().enumerate())
                 .map(|(i, c)| crate::clock::Timer {

@@ -206,19 +206,22 @@ fn update_deliveries_sql(rows: usize) -> String {
 fn bind_deliveries(sql: String, chunk: &[Delivery]) -> minqing_kit::db::AnyQuery {
     let mut q = sqlx::query(sqlx::AssertSqlSafe(sql));
     for d in chunk {
-        q = q
-            .bind(d.id.clone())
-            .bind(d.version)
-            .bind(i64::from(d.method))
-            .bind(i64::from(d.state.wire()))
-            .bind(i64::from(d.attempts))
-            .bind(d.next_attempt_time)
-            .bind(d.last_error.clone())
-            .bind(d.delivered_time)
-            .bind(d.appointment.clone())
-            .bind(d.update_time);
+        q = bind_delivery_state(q.bind(d.id.clone()).bind(d.version), d);
     }
     q
+}
+
+/// A delivery's state, from its method to its update time, as both the insert and the update
+/// list them.
+fn bind_delivery_state(q: minqing_kit::db::AnyQuery, d: &Delivery) -> minqing_kit::db::AnyQuery {
+    q.bind(i64::from(d.method))
+        .bind(i64::from(d.state.wire()))
+        .bind(i64::from(d.attempts))
+        .bind(d.next_attempt_time)
+        .bind(d.last_error.clone())
+        .bind(d.delivered_time)
+        .bind(d.appointment.clone())
+        .bind(d.update_time)
 }
 
 /// Writes deliveries, each only if still at its version, in a few multi-row statements;
@@ -633,18 +636,11 @@ pub async fn insert_deliveries(tx: &mut Tx, deliveries: &[Delivery]) -> Result<(
         },
         |values| format!("INSERT INTO deliveries ({DELIVERY_COLUMNS}) VALUES {values}"),
         |q, d| {
-            q.bind(d.id.clone())
+            let q = q
+                .bind(d.id.clone())
                 .bind(d.reply_id.clone())
-                .bind(d.case_id.clone())
-                .bind(i64::from(d.method))
-                .bind(i64::from(d.state.wire()))
-                .bind(i64::from(d.attempts))
-                .bind(d.next_attempt_time)
-                .bind(d.last_error.clone())
-                .bind(d.delivered_time)
-                .bind(d.appointment.clone())
-                .bind(d.update_time)
-                .bind(d.version)
+                .bind(d.case_id.clone());
+            bind_delivery_state(q, d).bind(d.version)
         },
     )
     .await?;
