@@ -5,7 +5,10 @@
 # PullAssignments stream; prints the latency, then the CPU seconds used during the run by
 # minqing, by the load tool, and by PostgreSQL's connections grouped by service
 # (bench/pgcpu.py). Needs a release build and PostgreSQL at 127.0.0.1:5432 on this machine.
-# STATS=1 adds rows written per table and how many updates were made in place.
+# STATS=1 adds rows written per table, how many updates were made in place, and the rows read
+# by sequential scans. ANALYZE=1 gathers the planner's statistics after the warm-up, as
+# autovacuum would on a server that runs it (this machine's has it off, so a fresh database
+# is otherwise never analysed).
 #   RATE=400 N=6000 ./bench/route-cpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -32,6 +35,7 @@ for _ in $(seq 1 60); do [ -s "$work/data/admin.token" ] && grep -q "is up" "$wo
 args=(--intake http://127.0.0.1:27401 --routing http://127.0.0.1:27402 --data-dir "$work/data")
 "$bin" bench route "${args[@]}" --requests 1000 --concurrency 64 >/dev/null
 sleep 3
+if [ -n "${ANALYZE:-}" ]; then vacuumdb -h 127.0.0.1 -U postgres -d "$db" --analyze-only --quiet; fi
 python3 bench/pgcpu.py snap "$work/pg-before.json"
 cpu() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 before=$(cpu "$up")
@@ -48,5 +52,7 @@ if [ -n "${STATS:-}" ]; then
   psql -h 127.0.0.1 -U postgres -d "$db" -c "SELECT relname, n_tup_ins AS inserted, n_tup_upd AS updated, \
     n_tup_hot_upd AS in_place, n_tup_del AS deleted FROM pg_stat_user_tables \
     WHERE n_tup_ins + n_tup_upd + n_tup_del > 0 ORDER BY n_tup_upd + n_tup_ins DESC"
+  psql -h 127.0.0.1 -U postgres -d "$db" -Atc "SELECT 'rows read by sequential scans, whole run: ' \
+    || sum(seq_tup_read) || ' in ' || sum(seq_scan) || ' scans' FROM pg_stat_user_tables"
 fi
 if [ -n "${KEEP_LOG:-}" ]; then cp "$work/up.log" "$KEEP_LOG"; fi

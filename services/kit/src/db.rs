@@ -113,9 +113,13 @@ struct Inner {
     tail: crate::feed::TailSlot,
     /// Which running transactions the feed's readers know to be other services'.
     xids: crate::feed::Xids,
+    /// What the server's settings put at risk ([`maintenance_advisories`]).
+    advisories: Vec<String>,
 }
 
 static INSTALL_DRIVERS: Once = Once::new();
+/// The advisories are logged once a process, not once for each service's store.
+static ADVISED: Once = Once::new();
 
 impl Db {
     /// Connects, creating the SQLite file or PostgreSQL schema when missing.
@@ -126,16 +130,31 @@ impl Db {
                 format!("invalid store name {:?}", opts.name).into(),
             ));
         }
-        let (backend, read, write, connection_url) = match &opts.postgres_url {
+        let (backend, read, write, connection_url, advisories) = match &opts.postgres_url {
             Some(url) => {
-                let (pool, connection_url) = connect_postgres(url, &opts.name, opts).await?;
-                (Backend::Postgres, pool.clone(), pool, Some(connection_url))
+                let (pool, connection_url, advisories) =
+                    connect_postgres(url, &opts.name, opts).await?;
+                let write = pool.clone();
+                (
+                    Backend::Postgres,
+                    pool,
+                    write,
+                    Some(connection_url),
+                    advisories,
+                )
             }
             None => {
                 let (read, write) = connect_sqlite(opts).await?;
-                (Backend::Sqlite, read, write, None)
+                (Backend::Sqlite, read, write, None, Vec::new())
             }
         };
+        if !advisories.is_empty() {
+            ADVISED.call_once(|| {
+                for advice in &advisories {
+                    tracing::warn!("{advice}");
+                }
+            });
+        }
         let app = opts
             .postgres_url
             .as_deref()
@@ -154,6 +173,7 @@ impl Db {
                 wakes,
                 tail: Default::default(),
                 xids: crate::feed::Xids::new(opts.postgres_url.as_deref(), app),
+                advisories,
             }),
         })
     }
@@ -161,6 +181,12 @@ impl Db {
     /// The backend.
     pub fn backend(&self) -> Backend {
         self.inner.backend
+    }
+
+    /// What the server's settings put at risk, found when connecting (logged once a process
+    /// as warnings): see [`maintenance_advisories`]. Empty on SQLite.
+    pub fn server_advisories(&self) -> &[String] {
+        &self.inner.advisories
     }
 
     /// The store's name (service name).
@@ -676,18 +702,58 @@ async fn first_connection(
     Ok((conn, connect, url.to_owned()))
 }
 
-/// The pool, and the URL its connections use.
+/// What a PostgreSQL server's settings (`autovacuum`, `track_counts`, as `SHOW` gives them)
+/// put at risk for the services' tables, one warning each; empty when nothing does.
+///
+/// Every service updates rows (a case is written three times as it is routed). Without
+/// autovacuum nothing reclaims the old row versions, so tables and indexes only grow, and
+/// nothing keeps the planner's statistics in step with tables that grow.
+pub fn maintenance_advisories(autovacuum: &str, track_counts: &str) -> Vec<String> {
+    let on = |v: &str| {
+        matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "on" | "true" | "1" | "yes"
+        )
+    };
+    let mut out = Vec::new();
+    if !on(track_counts) {
+        out.push(
+            "PostgreSQL has track_counts off: autovacuum cannot tell which tables need vacuuming \
+             or new statistics; turn it on"
+                .to_owned(),
+        );
+    }
+    if !on(autovacuum) {
+        out.push(
+            "PostgreSQL has autovacuum off: the services' tables and indexes will keep every old \
+             row version and the planner will lack statistics; turn it on, or run VACUUM \
+             ANALYZE on the database regularly"
+                .to_owned(),
+        );
+    }
+    out
+}
+
+/// The pool, the URL its connections use, and what the server's settings put at risk.
 async fn connect_postgres(
     url: &str,
     schema: &str,
     opts: &DbOptions,
-) -> Result<(AnyPool, String), sqlx::Error> {
+) -> Result<(AnyPool, String, Vec<String>), sqlx::Error> {
     // Create the schema once, before any pooled connection points its search_path at it.
     let (mut conn, connect, connection_url) = first_connection(url).await?;
     conn.execute(sqlx::AssertSqlSafe(format!(
         "CREATE SCHEMA IF NOT EXISTS \"{schema}\""
     )))
     .await?;
+    let settings =
+        sqlx::query("SELECT current_setting('autovacuum'), current_setting('track_counts')")
+            .fetch_one(&mut conn)
+            .await?;
+    let advisories = maintenance_advisories(
+        &sqlx::Row::try_get::<String, _>(&settings, 0)?,
+        &sqlx::Row::try_get::<String, _>(&settings, 1)?,
+    );
     let lz4 = conn
         .execute("SET default_toast_compression = lz4")
         .await
@@ -720,7 +786,7 @@ async fn connect_postgres(
         })
         .connect_with(connect)
         .await?;
-    Ok((pool, connection_url))
+    Ok((pool, connection_url, advisories))
 }
 
 async fn connect_sqlite(opts: &DbOptions) -> Result<(AnyPool, AnyPool), sqlx::Error> {
@@ -769,6 +835,19 @@ mod tests {
 
     async fn synchronous(db: &Db) -> i64 {
         crate::testing::writer_pragma(db, "synchronous").await
+    }
+
+    #[test]
+    fn maintenance_settings_switched_off_are_each_advised_on() {
+        assert!(maintenance_advisories("on", "on").is_empty());
+        assert!(maintenance_advisories("ON", "true").is_empty());
+        let off = maintenance_advisories("off", "on");
+        assert_eq!(off.len(), 1);
+        assert!(off[0].contains("autovacuum off"), "{off:?}");
+        let untracked = maintenance_advisories("on", "off");
+        assert_eq!(untracked.len(), 1);
+        assert!(untracked[0].contains("track_counts off"), "{untracked:?}");
+        assert_eq!(maintenance_advisories("off", "off").len(), 2);
     }
 
     #[test]

@@ -11,4 +11,5 @@ mod pace;
 mod quiet;
 mod rows;
 mod sessions;
+mod settings;
 mod tls;
