@@ -705,9 +705,10 @@ async fn first_connection(
 /// What a PostgreSQL server's settings (`autovacuum`, `track_counts`, as `SHOW` gives them)
 /// put at risk for the services' tables, one warning each; empty when nothing does.
 ///
-/// Every service updates rows (a case is written three times as it is routed). Without
-/// autovacuum nothing reclaims the old row versions, so tables and indexes only grow, and
-/// nothing keeps the planner's statistics in step with tables that grow.
+/// The services rewrite rows (a case's row is rewritten as routing and the clusterer move
+/// it; deliveries and indicator facts are written twice). Without autovacuum nothing reclaims
+/// the old row versions, so tables and indexes only grow, and nothing keeps the planner's
+/// statistics in step with tables that grow.
 pub fn maintenance_advisories(autovacuum: &str, track_counts: &str) -> Vec<String> {
     let on = |v: &str| {
         matches!(
