@@ -8,7 +8,8 @@
 # STATS=1 adds rows written per table, how many updates were made in place, and the rows read
 # by sequential scans. ANALYZE=1 gathers the planner's statistics after the warm-up, as
 # autovacuum would on a server that runs it (this machine's has it off, so a fresh database
-# is otherwise never analysed).
+# is otherwise never analysed). HELD=1 logs each wait of a feed's readers behind a running
+# transaction of its service and sums them per feed (bench/held.py).
 #   RATE=400 N=6000 ./bench/route-cpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +29,7 @@ else
 fi
 createdb -h 127.0.0.1 -U postgres "$db"
 MINQING_INTAKE__LISTEN=127.0.0.1:27401 MINQING_ROUTING__LISTEN=127.0.0.1:27402 MINQING_HTTP_LISTEN=127.0.0.1:27400 \
-  MINQING_LOG__FILTER="${FILTER:-warn}" "$bin" "${run[@]}" --data-dir "$work/data" \
+  MINQING_LOG__FILTER="${FILTER:-warn${HELD:+,minqing_kit::feed::tail=debug}}" "$bin" "${run[@]}" --data-dir "$work/data" \
   --database-url "postgres://postgres@127.0.0.1:5432/$db" >"$work/up.log" 2>&1 &
 up=$!
 for _ in $(seq 1 60); do [ -s "$work/data/admin.token" ] && grep -q "is up" "$work/up.log" && break; sleep 0.5; done
@@ -54,5 +55,9 @@ if [ -n "${STATS:-}" ]; then
     WHERE n_tup_ins + n_tup_upd + n_tup_del > 0 ORDER BY n_tup_upd + n_tup_ins DESC"
   psql -h 127.0.0.1 -U postgres -d "$db" -Atc "SELECT 'rows read by sequential scans, whole run: ' \
     || sum(seq_tup_read) || ' in ' || sum(seq_scan) || ' scans' FROM pg_stat_user_tables"
+fi
+if [ -n "${HELD:-}" ]; then
+  echo "  feeds' readers held back behind running transactions (bench/held.py), whole run:"
+  python3 bench/held.py "$work/up.log"
 fi
 if [ -n "${KEEP_LOG:-}" ]; then cp "$work/up.log" "$KEEP_LOG"; fi

@@ -13,7 +13,7 @@
 
 use std::{
     sync::{Arc, Mutex, PoisonError},
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use tokio::{sync::broadcast, task::JoinHandle};
@@ -111,6 +111,9 @@ async fn run(db: Db, sender: broadcast::Sender<Arc<TailBatch>>, generation: u64)
             }
         }
     };
+    // Since when committed events have waited behind a transaction still running (logged at
+    // debug when they come through: how long a writer of this feed held its readers back).
+    let mut held_since: Option<Instant> = None;
     loop {
         if retire(&db, &sender, generation) {
             return;
@@ -127,6 +130,18 @@ async fn run(db: Db, sender: broadcast::Sender<Arc<TailBatch>>, generation: u64)
             }
         };
         let held_back = batch.held_back;
+        match (held_back, held_since) {
+            (true, None) => held_since = Some(Instant::now()),
+            (false, Some(since)) => {
+                tracing::debug!(
+                    feed = %db.name(),
+                    held_us = since.elapsed().as_micros() as u64,
+                    "committed events came through after waiting behind a running transaction"
+                );
+                held_since = None;
+            }
+            _ => {}
+        }
         if let Some(last) = batch.events.last() {
             let full = batch.events.len() as i64 >= TAIL_BATCH;
             let to = last.cursor;
