@@ -134,11 +134,10 @@ impl Db {
             Some(url) => {
                 let (pool, connection_url, advisories) =
                     connect_postgres(url, &opts.name, opts).await?;
-                let write = pool.clone();
                 (
                     Backend::Postgres,
+                    pool.clone(),
                     pool,
-                    write,
                     Some(connection_url),
                     advisories,
                 )
