@@ -26,6 +26,14 @@ use minqing_proto::minqing::{events::v1 as events_pb, intake::v1 as pb};
 /// The consumer's name (its cursor and lease).
 pub const CONSUMER: &str = "intake-clusters";
 
+/// The lane of intake's transactions the clusterer's batches run in (kit `db::Lane`).
+pub const LANE: &str = "clusters";
+
+/// What the clusterer's batches append: the only kinds its lane allows.
+pub fn lane_kinds() -> Vec<String> {
+    vec![pb::CaseClustered::full_name()]
+}
+
 /// Finds and links reports of the same issue.
 #[derive(Debug, Clone)]
 pub struct Clusterer {

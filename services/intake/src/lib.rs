@@ -71,6 +71,20 @@ pub async fn start(
     db.migrate(&store::MIGRATIONS)
         .await
         .context("migrating the intake database")?;
+    // Intake's two consumers run in lanes of their own, each able to append only the kinds it
+    // writes, so that a reader of intake's feed wanting none of those kinds (routing's
+    // dispatcher, which takes what residents submit) does not wait for their batches, which
+    // take up to a second of events each. Named before the feed is served, so every
+    // subscriber passes them.
+    let cluster_lane = config
+        .clusters
+        .enabled
+        .then(|| db.lane(cluster::LANE, &cluster::lane_kinds()))
+        .transpose()?;
+    let routed_lane = config
+        .follow_routing
+        .then(|| db.lane(routed::LANE, &routed::lane_kinds()))
+        .transpose()?;
 
     let (audit, audit_writer) =
         AuditLog::start(db.clone(), env.clock.clone(), env.shutdown.clone());
@@ -105,6 +119,7 @@ pub async fn start(
         let mut opts = ConsumerOptions::new(cluster::CONSUMER);
         opts.kinds = vec![pb::CaseSubmitted::full_name()];
         opts.pace = env.common.storage.background_pace();
+        opts.lane = cluster_lane;
         let consumer = Consumer::new(
             db.clone(),
             FeedSource::Local(db.clone()),
@@ -125,6 +140,7 @@ pub async fn start(
         let mut opts = ConsumerOptions::new(routed::CONSUMER);
         opts.kinds = routed::kinds();
         opts.pace = env.common.storage.background_pace();
+        opts.lane = routed_lane;
         let consumer = Consumer::new(
             db.clone(),
             FeedSource::Grpc {

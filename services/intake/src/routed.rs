@@ -20,6 +20,14 @@ use minqing_proto::minqing::{events::v1 as events_pb, intake::v1 as pb, routing:
 /// The consumer's name (its cursor and lease in intake's database).
 pub const CONSUMER: &str = "intake-from-routing";
 
+/// The lane of intake's transactions this consumer's batches run in (kit `db::Lane`).
+pub const LANE: &str = "follow_routing";
+
+/// What this consumer's batches append: the only kinds its lane allows.
+pub fn lane_kinds() -> Vec<String> {
+    vec![pb::CaseStateChanged::full_name()]
+}
+
 /// The routing event kinds that change what the resident sees.
 pub fn kinds() -> Vec<String> {
     vec![

@@ -113,6 +113,10 @@ struct Inner {
     tail: crate::feed::TailSlot,
     /// Which running transactions the feed's readers know to be other services'.
     xids: crate::feed::Xids,
+    /// The connections' `application_name` (PostgreSQL, when the kit names them).
+    app: Option<String>,
+    /// The lanes of this store's transactions ([`Lane`]), as registered.
+    lanes: std::sync::Mutex<Vec<Lane>>,
     /// What the server's settings put at risk ([`maintenance_advisories`]).
     advisories: Vec<String>,
 }
@@ -171,7 +175,9 @@ impl Db {
                 local_commits,
                 wakes,
                 tail: Default::default(),
-                xids: crate::feed::Xids::new(opts.postgres_url.as_deref(), app),
+                xids: crate::feed::Xids::new(opts.postgres_url.as_deref(), app.clone()),
+                app,
+                lanes: Default::default(),
                 advisories,
             }),
         })
@@ -218,7 +224,89 @@ impl Db {
             tx,
             events: 0,
             db: self.clone(),
+            lane: None,
         })
+    }
+
+    /// Starts a write transaction in `lane` (one of this store's, [`Db::lane`]): it can append
+    /// only the lane's kinds of event, and readers wanting none of them do not wait for it.
+    pub async fn begin_in(&self, lane: &Lane) -> Result<Tx, StoreError> {
+        if lane.inner.store != self.name() {
+            return Err(StoreError::Other(sqlx::Error::InvalidArgument(format!(
+                "lane {:?} is {}'s, not {}'s",
+                lane.name(),
+                lane.inner.store,
+                self.name()
+            ))));
+        }
+        let mut tx = self.begin().await?;
+        lane.enter(tx.conn()).await?;
+        tx.lane = Some(lane.clone());
+        Ok(tx)
+    }
+
+    /// The lane `name` of this store's transactions, which may append only events of `kinds`,
+    /// registered with the store's feed readers. Asking again for a lane with the same kinds
+    /// gives the same lane; with other kinds it is an error (readers may already be passing
+    /// the lane on the strength of the kinds first given).
+    pub fn lane(&self, name: &str, kinds: &[String]) -> Result<Lane, StoreError> {
+        let refuse = |why: String| StoreError::Other(sqlx::Error::InvalidArgument(why));
+        if !is_identifier(name) {
+            return Err(refuse(format!("invalid lane name {name:?}")));
+        }
+        if kinds.is_empty() || kinds.iter().any(String::is_empty) {
+            return Err(refuse(format!(
+                "lane {name:?} needs the kinds it may append"
+            )));
+        }
+        let mut sorted = kinds.to_vec();
+        sorted.sort();
+        sorted.dedup();
+        let mut lanes = self
+            .inner
+            .lanes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(lane) = lanes.iter().find(|l| l.inner.name == name) {
+            return if lane.inner.kinds == sorted {
+                Ok(lane.clone())
+            } else {
+                Err(refuse(format!(
+                    "lane {name:?} of {} is already registered with other kinds",
+                    self.name()
+                )))
+            };
+        }
+        let lane = Lane {
+            inner: Arc::new(LaneInner {
+                name: name.to_owned(),
+                store: self.name().to_owned(),
+                app: self.inner.app.as_ref().map(|app| format!("{app}/{name}")),
+                kinds: sorted,
+            }),
+        };
+        lanes.push(lane.clone());
+        Ok(lane)
+    }
+
+    /// The lanes a feed reader wanting `kinds` (every kind when empty) may pass: those none of
+    /// whose kinds it wants ([`crate::feed::Pass`]).
+    pub fn passable(&self, kinds: &[String]) -> crate::feed::Pass {
+        if kinds.is_empty() {
+            return crate::feed::Pass::default();
+        }
+        let lanes = self
+            .inner
+            .lanes
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        crate::feed::Pass::new(
+            lanes
+                .iter()
+                .filter(|l| !l.inner.kinds.iter().any(|k| kinds.contains(k)))
+                .filter_map(|l| l.inner.app.clone())
+                .collect(),
+        )
     }
 
     /// The writer connection, set (on SQLite) so that its commits do not wait to be durable,
@@ -323,12 +411,59 @@ pub struct Migrations {
     pub postgres: &'static [(i64, &'static str, &'static str)],
 }
 
+/// A class of a service's transactions that append only certain kinds of event, such as one
+/// consumer's ([`Db::lane`], [`Db::begin_in`]). On PostgreSQL a lane's transactions name their
+/// connection `minqing/<schema>/<lane>` while they run, so that the feed's readers wanting
+/// none of those kinds need not wait for them (`feed/horizon.rs`): a consumer's long batch
+/// then holds back only the readers that want what it writes.
+#[derive(Debug, Clone)]
+pub struct Lane {
+    inner: Arc<LaneInner>,
+}
+
+#[derive(Debug)]
+struct LaneInner {
+    name: String,
+    /// The store whose lane it is.
+    store: String,
+    /// The connection's name while in the lane (PostgreSQL, when the kit names connections).
+    app: Option<String>,
+    /// Sorted.
+    kinds: Vec<String>,
+}
+
+impl Lane {
+    /// The lane's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// Whether the lane's transactions may append events of `kind`.
+    pub fn allows(&self, kind: &str) -> bool {
+        self.inner.kinds.iter().any(|k| k == kind)
+    }
+
+    /// Marks the transaction just begun on `conn` as this lane's: before it writes anything,
+    /// so its transaction id is never seen under another name.
+    pub(crate) async fn enter(&self, conn: &mut AnyConnection) -> Result<(), StoreError> {
+        if let Some(app) = &self.inner.app {
+            sqlx::query("SELECT set_config('application_name', $1, true)")
+                .bind(app)
+                .execute(conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
 /// A write transaction. Storage functions take `&mut Tx`, so a change and the event that
 /// tells of it always commit together.
 pub struct Tx {
     tx: sqlx::Transaction<'static, sqlx::Any>,
     events: usize,
     db: Db,
+    /// The lane it runs in, whose kinds alone it may append.
+    lane: Option<Lane>,
 }
 
 impl std::fmt::Debug for Tx {
@@ -357,9 +492,22 @@ impl Tx {
         self.events += 1;
     }
 
+    /// Refuses an event of `kind` that this transaction's lane may not append.
+    pub(crate) fn check_kind(&self, kind: &str) -> Result<(), StoreError> {
+        match &self.lane {
+            Some(lane) if !lane.allows(kind) => {
+                Err(StoreError::Other(sqlx::Error::InvalidArgument(format!(
+                    "a transaction of lane {:?} may not append an event of kind {kind}",
+                    lane.name()
+                ))))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Commits, then wakes the feed's readers if events were appended.
     pub async fn commit(self) -> Result<(), StoreError> {
-        let Tx { tx, events, db } = self;
+        let Tx { tx, events, db, .. } = self;
         tx.commit().await?;
         if events > 0 {
             db.signal_commit();

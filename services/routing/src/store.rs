@@ -11,7 +11,7 @@ use crate::domain::{Assignment, AssignmentState, Route, RouteState, Unit};
 use minqing_kit::{
     db::{Backend, Db, Tx, execute_rows},
     error::StoreError,
-    feed::Cursor,
+    feed::{Cursor, Pass},
     time::Micros,
 };
 
@@ -595,7 +595,7 @@ pub async fn read_desk(
             .bind(after.txid)
             .bind(after.seq)
             .bind(limit)
-            .bind(db.xids().param())
+            .bind(db.xids().param(&Pass::default()))
             .fetch_all(db.pool())
             .await?
         }
@@ -654,12 +654,12 @@ pub async fn desk_held_back(db: &Db, unit: &str, after: Cursor) -> Result<DeskHe
     .bind(unit)
     .bind(after.txid)
     .bind(after.seq)
-    .bind(db.xids().param())
+    .bind(db.xids().param(&Pass::default()))
     .fetch_optional(db.pool())
     .await?;
     Ok(match below {
         None => DeskHeld::No,
-        Some(below) if db.xids().learn(db, below).await? => DeskHeld::Now,
+        Some(below) if db.xids().learn(db, below, &Pass::default()).await? => DeskHeld::Now,
         Some(_) => DeskHeld::Soon,
     })
 }

@@ -14,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::{metadata::MetadataValue, service::Interceptor, transport::Channel};
 
 use crate::{
-    db::{Backend, Db, Tx},
+    db::{Backend, Db, Lane, Tx},
     error::StoreError,
     time::Clock,
 };
@@ -158,6 +158,11 @@ pub struct ConsumerOptions {
     /// size (its transaction, its lease check and cursor, the reads it makes for the whole
     /// batch, the rows it rewrites once per batch).
     pub pace: Duration,
+    /// The lane of the consumer's database its transactions run in ([`Db::lane`]), naming
+    /// the kinds of event they append: readers of that database's feed wanting none of
+    /// those kinds then do not wait for its batches. `None`: its transactions are like any
+    /// other of the service's, and every reader of the feed waits for them.
+    pub lane: Option<Lane>,
 }
 
 impl ConsumerOptions {
@@ -171,6 +176,7 @@ impl ConsumerOptions {
             holder: uuid::Uuid::new_v4().to_string(),
             linger: Duration::from_millis(10),
             pace: Duration::ZERO,
+            lane: None,
         }
     }
 }
@@ -217,6 +223,14 @@ impl<A: Apply> Consumer<A> {
             opts,
             batches: std::sync::atomic::AtomicU64::new(0),
             unsaved: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// A transaction of the consumer's database, in its lane if it has one.
+    async fn begin(&self) -> Result<Tx, StoreError> {
+        match &self.opts.lane {
+            Some(lane) => self.db.begin_in(lane).await,
+            None => self.db.begin().await,
         }
     }
 
@@ -314,7 +328,7 @@ impl<A: Apply> Consumer<A> {
                     None => return Err(End::StreamEnded),
                 },
                 _ = renew.tick() => {
-                    let mut tx = self.db.begin().await?;
+                    let mut tx = self.begin().await?;
                     if !self.fence(tx.conn()).await? {
                         return Err(End::LostLease);
                     }
@@ -391,7 +405,7 @@ impl<A: Apply> Consumer<A> {
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             return Ok(());
         }
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.begin().await?;
         let began = started.elapsed() - read;
         if !self.fence(tx.conn()).await? {
             return Err(End::LostLease);
@@ -430,6 +444,9 @@ impl<A: Apply> Consumer<A> {
         let mut tx = sqlx::Connection::begin(writer.conn()?)
             .await
             .map_err(StoreError::from)?;
+        if let Some(lane) = &self.opts.lane {
+            lane.enter(&mut tx).await?;
+        }
         if self.db.backend() == Backend::Postgres {
             sqlx::query("SET LOCAL synchronous_commit = off")
                 .execute(&mut *tx)
@@ -475,7 +492,7 @@ impl<A: Apply> Consumer<A> {
 
     async fn try_acquire(&self) -> Result<bool, StoreError> {
         let now = Clock::System.now_micros();
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.begin().await?;
         let done = sqlx::query(
             "INSERT INTO consumer_leases (name, holder, expire_time) VALUES ($1, $2, $3) \
              ON CONFLICT (name) DO UPDATE SET holder = excluded.holder, expire_time = excluded.expire_time \
@@ -508,7 +525,7 @@ impl<A: Apply> Consumer<A> {
     }
 
     async fn release(&self) -> Result<(), StoreError> {
-        let mut tx = self.db.begin().await?;
+        let mut tx = self.begin().await?;
         if let Some(cursor) = self.take_unsaved()
             && self.fence(tx.conn()).await?
         {

@@ -19,6 +19,14 @@
 //! finished, its events not in the read's snapshot), one of a connection named otherwise —
 //! holds the horizon as before.
 //!
+//! **Lanes.** A service may run some of its transactions in a lane ([`crate::db::Lane`]): a
+//! class of its transactions, such as one consumer's, that can append only the lane's kinds of
+//! event (enforced where events are appended), their connection named
+//! `minqing/<schema>/<lane>` while they run. A reader that wants none of a lane's kinds passes
+//! that lane's running transactions like another service's ([`Pass`]): whatever they may yet
+//! commit behind its cursor is nothing it would ever take. A reader that wants every kind, or
+//! any of the lane's, waits for them as before.
+//!
 //! All of a read is one statement with one snapshot (`pg_current_snapshot` is the statement's
 //! active snapshot), so the horizon and the rows returned agree.
 //!
@@ -57,6 +65,30 @@ pub struct Xids {
     last_held: Mutex<Option<i64>>,
 }
 
+/// The lanes a reader may pass: the connection names (`minqing/<schema>/<lane>`) of the lanes
+/// of its store none of whose kinds it wants ([`crate::db::Db::passable`]). Sorted, so equal
+/// sets compare equal; empty for a reader that passes no lane.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash)]
+pub struct Pass(Arc<[String]>);
+
+impl Pass {
+    /// The lanes named `apps` (full connection names).
+    pub(crate) fn new(mut apps: Vec<String>) -> Self {
+        apps.sort();
+        apps.dedup();
+        Self(apps.into())
+    }
+
+    /// Whether no lane is passed.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn contains(&self, application_name: &str) -> bool {
+        self.0.iter().any(|a| a == application_name)
+    }
+}
+
 /// The running transactions last read from `pg_stat_activity`, by full transaction id.
 #[derive(Debug, Default)]
 struct Running {
@@ -90,36 +122,43 @@ impl Xids {
         }
     }
 
-    /// Whether `owner`'s transactions can never write this store's feed.
-    fn is_foreign(&self, owner: &Owner) -> bool {
+    /// Whether `owner`'s transactions can never write what a reader passing `pass` takes from
+    /// this store's feed: they are another service's, or of a lane passed.
+    fn is_foreign(&self, owner: &Owner, pass: &Pass) -> bool {
+        let name = owner.application_name.as_str();
         !owner.same_database
             || self.app.as_ref().is_some_and(|app| {
-                owner.application_name.starts_with("minqing/") && owner.application_name != *app
+                let ours = name == app
+                    || name
+                        .strip_prefix(app.as_str())
+                        .is_some_and(|lane| lane.starts_with('/'));
+                (name.starts_with("minqing/") && !ours) || pass.contains(name)
             })
     }
 
-    /// The transactions known to be other services', as the text of a PostgreSQL array: the
-    /// parameter of [`horizon_cte`].
-    pub fn param(&self) -> String {
+    /// The transactions known to be other services' (or of the lanes in `pass`), as the text of
+    /// a PostgreSQL array: the parameter of [`horizon_cte`].
+    pub fn param(&self, pass: &Pass) -> String {
         let running = lock(&self.server);
         let list = running
             .by_xid
             .iter()
-            .filter(|(_, owner)| self.is_foreign(owner))
+            .filter(|(_, owner)| self.is_foreign(owner, pass))
             .map(|(xid, _)| xid.to_string())
             .collect::<Vec<_>>()
             .join(",");
         format!("{{{list}}}")
     }
 
-    /// After a read was held back at `below` (the id of the running transaction that holds
-    /// the horizon): whether that transaction is known to be another service's, so reading
+    /// After a read passing `pass` was held back at `below` (the id of the running transaction
+    /// that holds the horizon): whether that transaction is known to be another service's (or
+    /// of a lane passed), so reading
     /// again at once will pass it. A transaction not known either way is looked up in
     /// `pg_stat_activity` the second time it is seen holding the feed: most are short and
     /// have ended by the next look, and are never looked up.
-    pub async fn learn(&self, db: &Db, below: i64) -> Result<bool, StoreError> {
+    pub async fn learn(&self, db: &Db, below: i64, pass: &Pass) -> Result<bool, StoreError> {
         if let Some(owner) = lock(&self.server).by_xid.get(&below) {
-            return Ok(self.is_foreign(owner));
+            return Ok(self.is_foreign(owner, pass));
         }
         {
             let mut last = lock(&self.last_held);
@@ -146,7 +185,7 @@ impl Xids {
             };
             by_xid.insert(widen(row.try_get(1)?, next), owner);
         }
-        let passed = by_xid.get(&below).is_some_and(|o| self.is_foreign(o));
+        let passed = by_xid.get(&below).is_some_and(|o| self.is_foreign(o, pass));
         tracing::debug!(
             store = db.name(),
             below,
@@ -208,16 +247,33 @@ mod tests {
             running
                 .by_xid
                 .insert(4_294_967_301, owner(false, "minqing/intake"));
+            // This service's lanes are its own; a service whose name merely begins alike is not.
+            running
+                .by_xid
+                .insert(8, owner(true, "minqing/intake/clusters"));
+            running
+                .by_xid
+                .insert(9, owner(true, "minqing/intake/follow"));
+            running.by_xid.insert(10, owner(true, "minqing/intakes"));
         }
-        let mut param = xids.param();
-        param.retain(|c| c != '{' && c != '}');
-        let mut ids: Vec<&str> = param.split(',').collect();
-        ids.sort();
-        assert_eq!(ids, ["4294967301", "5"]);
+        let ids = |param: String| {
+            let mut ids: Vec<i64> = param
+                .trim_matches(['{', '}'])
+                .split(',')
+                .filter(|s| !s.is_empty())
+                .map(|s| s.parse().unwrap())
+                .collect();
+            ids.sort();
+            ids
+        };
+        assert_eq!(ids(xids.param(&Pass::default())), [5, 10, 4_294_967_301]);
+        // A reader passing a lane passes that lane's transactions, and no other of ours.
+        let pass = Pass::new(vec!["minqing/intake/clusters".into()]);
+        assert_eq!(ids(xids.param(&pass)), [5, 8, 10, 4_294_967_301]);
         // A service whose URL names the application passes other databases' only.
         let named = Xids::new(None, None);
         *lock(&named.server) = std::mem::take(&mut lock(&xids.server));
-        assert_eq!(named.param(), "{4294967301}");
-        assert_eq!(Xids::new(None, None).param(), "{}");
+        assert_eq!(named.param(&pass), "{4294967301}");
+        assert_eq!(Xids::new(None, None).param(&Pass::default()), "{}");
     }
 }

@@ -8,8 +8,10 @@
 //! reader only returns events of transactions older than the oldest one still running that
 //! could write this feed (`horizon.rs`: transactions of other services and other databases
 //! do not hold it back). Every transaction below that horizon has finished, and any later
-//! writer gets a larger id, so nothing can appear behind the cursor. On SQLite writers are
-//! serialized by the database lock, so `seq` alone is commit order.
+//! writer gets a larger id, so nothing can appear behind the cursor. A reader of a few kinds
+//! also passes the service's lanes that append none of them ([`crate::db::Lane`]: a
+//! consumer's long batches, say): what those may yet commit behind its cursor it would never
+//! take. On SQLite writers are serialized by the database lock, so `seq` alone is commit order.
 //!
 //! **Following live without polling.** A commit that appended events wakes the local readers
 //! through a watch channel ([`crate::db::Tx::commit`]); on PostgreSQL other replicas are told
@@ -33,7 +35,7 @@ mod tail;
 pub use consumer::{
     Apply, BearerToken, Consumer, ConsumerOptions, FeedSource, Prepared, event_span,
 };
-pub use horizon::{Xids, horizon_cte};
+pub use horizon::{Pass, Xids, horizon_cte};
 pub use notify::spawn_postgres_bridge;
 pub use server::EventFeedService;
 pub use store::{

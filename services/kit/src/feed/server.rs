@@ -8,7 +8,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use super::{
-    store::{Cursor, StoredEvent, read_kinds_after, to_proto},
+    horizon::Pass,
+    store::{Cursor, StoredEvent, read_kinds_after_passing, to_proto},
     tail::TailBatch,
 };
 use crate::{
@@ -165,10 +166,24 @@ async fn follow(
     kinds.sort();
     let source = db.name().to_string();
     let mut cursor = sub.after;
+    // The lanes whose transactions this subscriber need not wait for, as it wants none of
+    // what they write; its reads and the tail it takes both pass them.
+    let pass = db.passable(&kinds);
     // Taken before the first read: every batch the tail reads after that read is received.
-    let mut tail = super::tail::subscribe(&db);
+    let mut tail = super::tail::subscribe(&db, &pass);
     loop {
-        match catch_up(&db, &sub, &kinds, &mut cursor, &out, &source, &shutdown).await {
+        match catch_up(
+            &db,
+            &sub,
+            &kinds,
+            &pass,
+            &mut cursor,
+            &out,
+            &source,
+            &shutdown,
+        )
+        .await
+        {
             Ok(true) => {}
             Ok(false) => return,
             Err(err) => {
@@ -198,7 +213,7 @@ async fn follow(
                 }
                 Err(broadcast::error::RecvError::Lagged(_)) => break,
                 Err(broadcast::error::RecvError::Closed) => {
-                    tail = super::tail::subscribe(&db);
+                    tail = super::tail::subscribe(&db, &pass);
                     break;
                 }
             }
@@ -208,17 +223,20 @@ async fn follow(
 
 /// Reads the database from `cursor` until a read comes back short. `Ok(false)` when the
 /// stream ended (the subscriber left or the server shuts down).
+#[allow(clippy::too_many_arguments)]
 async fn catch_up(
     db: &Db,
     sub: &Subscription,
     kinds: &[String],
+    pass: &Pass,
     cursor: &mut Cursor,
     out: &mpsc::Sender<Result<pb::SubscribeResponse, Status>>,
     source: &str,
     shutdown: &CancellationToken,
 ) -> Result<bool, crate::error::StoreError> {
     loop {
-        let (batch, next) = read_kinds_after(db, *cursor, kinds, sub.max_batch).await?;
+        let (batch, next) =
+            read_kinds_after_passing(db, *cursor, kinds, sub.max_batch, pass).await?;
         let full = batch.events.len() as i64 >= sub.max_batch;
         if next > *cursor {
             *cursor = next;

@@ -3,7 +3,7 @@
 use prost::{Message, Name};
 use sqlx::Row;
 
-use super::horizon::horizon_cte;
+use super::horizon::{Pass, horizon_cte};
 use crate::{
     db::{Backend, Db, Tx},
     error::StoreError,
@@ -196,6 +196,9 @@ pub async fn append_rows(tx: &mut Tx, rows: Vec<EventRow>) -> Result<(), StoreEr
     if rows.is_empty() {
         return Ok(());
     }
+    for row in &rows {
+        tx.check_kind(&row.kind)?;
+    }
     crate::db::execute_rows(
         tx.conn(),
         8,
@@ -218,6 +221,7 @@ pub async fn append_rows(tx: &mut Tx, rows: Vec<EventRow>) -> Result<(), StoreEr
 
 /// Appends a prepared [`EventRow`] in `tx`.
 pub async fn append_row(tx: &mut Tx, row: EventRow) -> Result<String, StoreError> {
+    tx.check_kind(&row.kind)?;
     let id = row.id.clone();
     row.bind(sqlx::query(
         "INSERT INTO events (id, kind, subject, create_time, payload, actor, traceparent, tracestate) \
@@ -244,9 +248,20 @@ pub struct Batch {
 
 /// Up to `limit` events after `after`, in feed order, never skipping one (see the module docs).
 pub async fn read_after(db: &Db, after: Cursor, limit: i64) -> Result<Batch, StoreError> {
+    read_after_passing(db, after, limit, &Pass::default()).await
+}
+
+/// [`read_after`] passing the running transactions of the lanes in `pass`: for a reader that
+/// wants none of their kinds, since events of theirs may yet commit behind what it returns.
+pub(crate) async fn read_after_passing(
+    db: &Db,
+    after: Cursor,
+    limit: i64,
+    pass: &Pass,
+) -> Result<Batch, StoreError> {
     match db.backend() {
         Backend::Postgres => {
-            past_other_services(db, || read_after_postgres(db, after, limit)).await
+            past_other_services(db, pass, || read_after_postgres(db, after, limit, pass)).await
         }
         Backend::Sqlite => {
             let rows = sqlx::query(sqlx::AssertSqlSafe(format!(
@@ -269,6 +284,7 @@ async fn read_after_postgres(
     db: &Db,
     after: Cursor,
     limit: i64,
+    pass: &Pass,
 ) -> Result<(Batch, Option<i64>), StoreError> {
     // One statement (one snapshot, so one horizon): the next events of transactions below
     // the horizon, and a one-row probe saying whether committed events beyond them are held
@@ -286,7 +302,7 @@ async fn read_after_postgres(
     .bind(after.txid)
     .bind(after.seq)
     .bind(limit)
-    .bind(db.xids().param())
+    .bind(db.xids().param(pass))
     .fetch_all(db.pool())
     .await?;
     let mut batch = Batch::default();
@@ -307,31 +323,46 @@ async fn read_after_postgres(
 /// `limit` were, else after the last event safe to read whether wanted or not — so a reader
 /// that wants few kinds moves past the others without being sent them. The kinds are
 /// filtered by the database: events not wanted are never read out of it.
+///
+/// The reader passes the running transactions of the store's lanes that append none of
+/// `kinds` ([`Db::passable`]), so the cursor returned is one to resume the same kinds from:
+/// resumed with other kinds, it may have passed events of theirs that committed later.
 pub async fn read_kinds_after(
     db: &Db,
     after: Cursor,
     kinds: &[String],
     limit: i64,
 ) -> Result<(Batch, Cursor), StoreError> {
+    read_kinds_after_passing(db, after, kinds, limit, &db.passable(kinds)).await
+}
+
+/// [`read_kinds_after`] passing the lanes in `pass` (which must append none of `kinds`).
+pub(crate) async fn read_kinds_after_passing(
+    db: &Db,
+    after: Cursor,
+    kinds: &[String],
+    limit: i64,
+    pass: &Pass,
+) -> Result<(Batch, Cursor), StoreError> {
     if kinds.is_empty() {
         let batch = read_after(db, after, limit).await?;
         let next = batch.events.last().map_or(after, |e| e.cursor);
         return Ok((batch, next));
     }
-    past_other_services(db, || read_kinds_once(db, after, kinds, limit)).await
+    past_other_services(db, pass, || read_kinds_once(db, after, kinds, limit, pass)).await
 }
 
 /// Runs `read` (which returns what it read, and the horizon when events were held back by it),
 /// and once more at once when the transaction holding the horizon turns out to be another
-/// service's (see `horizon.rs`).
-async fn past_other_services<T, F, Fut>(db: &Db, mut read: F) -> Result<T, StoreError>
+/// service's, or of a lane in `pass` (see `horizon.rs`).
+async fn past_other_services<T, F, Fut>(db: &Db, pass: &Pass, mut read: F) -> Result<T, StoreError>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<(T, Option<i64>), StoreError>>,
 {
     let (out, held_at) = read().await?;
     match held_at {
-        Some(below) if db.xids().learn(db, below).await? => Ok(read().await?.0),
+        Some(below) if db.xids().learn(db, below, pass).await? => Ok(read().await?.0),
         _ => Ok(out),
     }
 }
@@ -342,6 +373,7 @@ async fn read_kinds_once(
     after: Cursor,
     kinds: &[String],
     limit: i64,
+    pass: &Pass,
 ) -> Result<((Batch, Cursor), Option<i64>), StoreError> {
     // The kinds' parameters follow the three (PostgreSQL: four) others.
     let first_kind = match db.backend() {
@@ -391,7 +423,7 @@ async fn read_kinds_once(
         .bind(second)
         .bind(limit);
     if db.backend() == Backend::Postgres {
-        query = query.bind(db.xids().param());
+        query = query.bind(db.xids().param(pass));
     }
     for kind in kinds {
         query = query.bind(kind.clone());
@@ -454,7 +486,7 @@ pub async fn latest_cursor(db: &Db) -> Result<Cursor, StoreError> {
     };
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     if db.backend() == Backend::Postgres {
-        query = query.bind(db.xids().param());
+        query = query.bind(db.xids().param(&Pass::default()));
     }
     let row = query.fetch_optional(db.pool()).await?;
     Ok(match row {

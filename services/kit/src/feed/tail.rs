@@ -10,15 +10,25 @@
 //! all there ever will be: a subscriber at a cursor `c` with `from <= c` may take the
 //! batch's events after `c` and move to `to` without skipping anything; with `c < from` it
 //! reads the database instead.
+//!
+//! Subscribers that pass the same lanes ([`Pass`]: the lanes none of whose kinds they want)
+//! share one reader; there is one for each such set in use (most often two: the readers of
+//! every kind, which pass none, and those of a few kinds, which pass the lanes of the others).
+//! A batch read passing a lane may leave events of that lane's behind it, so a subscriber only
+//! ever takes the batches of the reader of its own set.
 
 use std::{
+    collections::HashMap,
     sync::{Arc, Mutex, PoisonError},
     time::{Duration, Instant},
 };
 
 use tokio::{sync::broadcast, task::JoinHandle};
 
-use super::store::{Cursor, StoredEvent, latest_cursor, read_after};
+use super::{
+    horizon::Pass,
+    store::{Cursor, StoredEvent, latest_cursor, read_after_passing},
+};
 use crate::db::Db;
 
 /// Batches kept for subscribers that have not taken them yet; one further behind is lagged
@@ -45,9 +55,9 @@ pub(crate) struct TailBatch {
     pub events: Vec<StoredEvent>,
 }
 
-/// Where a [`Db`] keeps its running tail reader.
+/// Where a [`Db`] keeps its running tail readers, one for each set of lanes passed.
 #[derive(Debug, Default)]
-pub(crate) struct TailSlot(Mutex<Option<Running>>);
+pub(crate) struct TailSlot(Mutex<HashMap<Pass, Running>>);
 
 #[derive(Debug)]
 struct Running {
@@ -56,33 +66,43 @@ struct Running {
     task: JoinHandle<()>,
 }
 
-/// A receiver of `db`'s tail batches from now on, starting the reader if none runs.
-pub(crate) fn subscribe(db: &Db) -> broadcast::Receiver<Arc<TailBatch>> {
+/// A receiver of the tail batches of `db` read passing the lanes of `pass`, from now on,
+/// starting that reader if none runs.
+pub(crate) fn subscribe(db: &Db, pass: &Pass) -> broadcast::Receiver<Arc<TailBatch>> {
     let mut slot = db
         .tail_slot()
         .0
         .lock()
         .unwrap_or_else(PoisonError::into_inner);
-    if let Some(running) = slot.as_ref()
+    let running = slot.get(pass);
+    if let Some(running) = running
         && !running.task.is_finished()
     {
         return running.sender.subscribe();
     }
-    let generation = slot.as_ref().map_or(0, |r| r.generation.wrapping_add(1));
+    let generation = running.map_or(0, |r| r.generation.wrapping_add(1));
     let (sender, receiver) = broadcast::channel(CAPACITY);
-    let task = tokio::spawn(run(db.clone(), sender.clone(), generation));
-    *slot = Some(Running {
-        generation,
-        sender,
-        task,
-    });
+    let task = tokio::spawn(run(db.clone(), sender.clone(), generation, pass.clone()));
+    slot.insert(
+        pass.clone(),
+        Running {
+            generation,
+            sender,
+            task,
+        },
+    );
     receiver
 }
 
 /// Whether the reader of `generation` should stop: no subscriber is left. Decided under the
 /// slot's lock, so a subscriber either joins before (and the reader goes on) or finds the
 /// slot empty (and starts another).
-fn retire(db: &Db, sender: &broadcast::Sender<Arc<TailBatch>>, generation: u64) -> bool {
+fn retire(
+    db: &Db,
+    sender: &broadcast::Sender<Arc<TailBatch>>,
+    generation: u64,
+    pass: &Pass,
+) -> bool {
     let mut slot = db
         .tail_slot()
         .0
@@ -91,20 +111,20 @@ fn retire(db: &Db, sender: &broadcast::Sender<Arc<TailBatch>>, generation: u64) 
     if sender.receiver_count() > 0 {
         return false;
     }
-    if slot.as_ref().is_some_and(|r| r.generation == generation) {
-        *slot = None;
+    if slot.get(pass).is_some_and(|r| r.generation == generation) {
+        slot.remove(pass);
     }
     true
 }
 
-async fn run(db: Db, sender: broadcast::Sender<Arc<TailBatch>>, generation: u64) {
+async fn run(db: Db, sender: broadcast::Sender<Arc<TailBatch>>, generation: u64, pass: Pass) {
     let mut commits = db.commits();
     let mut cursor = loop {
         match latest_cursor(&db).await {
             Ok(cursor) => break cursor,
             Err(err) => {
                 tracing::warn!(error = %err, feed = %db.name(), "the feed's tail cannot find the feed's end; retrying");
-                if retire(&db, &sender, generation) {
+                if retire(&db, &sender, generation, &pass) {
                     return;
                 }
                 tokio::time::sleep(ERROR_RETRY).await;
@@ -115,12 +135,12 @@ async fn run(db: Db, sender: broadcast::Sender<Arc<TailBatch>>, generation: u64)
     // debug when they come through: how long a writer of this feed held its readers back).
     let mut held_since: Option<Instant> = None;
     loop {
-        if retire(&db, &sender, generation) {
+        if retire(&db, &sender, generation, &pass) {
             return;
         }
         // Mark the signal seen *before* reading, so a commit during the read is not missed.
         commits.borrow_and_update();
-        let batch = match read_after(&db, cursor, TAIL_BATCH).await {
+        let batch = match read_after_passing(&db, cursor, TAIL_BATCH, &pass).await {
             Ok(batch) => batch,
             Err(err) => {
                 // Subscribers read for themselves meanwhile (they look now and then).
@@ -135,6 +155,7 @@ async fn run(db: Db, sender: broadcast::Sender<Arc<TailBatch>>, generation: u64)
             (false, Some(since)) => {
                 tracing::debug!(
                     feed = %db.name(),
+                    lanes_passed = !pass.is_empty(),
                     held_us = since.elapsed().as_micros() as u64,
                     "committed events came through after waiting behind a running transaction"
                 );

@@ -69,7 +69,7 @@ async fn only_a_transaction_that_could_write_the_feed_holds_it_back() {
     )
     .await;
     // Learnt once, passed to every later read.
-    assert_ne!(ours.xids().param(), "{}");
+    assert_ne!(ours.xids().param(&feed::Pass::default()), "{}");
     assert_eq!(
         readable(&ours, start).await,
         (vec!["second".to_owned()], false)

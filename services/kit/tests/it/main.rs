@@ -6,6 +6,7 @@ mod fanout;
 mod feed;
 mod harness;
 mod horizon;
+mod lanes;
 mod overload;
 mod pace;
 mod quiet;
