@@ -10,12 +10,12 @@ use minqing_kit::{
     db::{Backend, Db},
     feed::{self, Cursor, EventMeta},
 };
-use minqing_proto::minqing::events::v1::{self as pb, event_feed_client::EventFeedClient};
+use minqing_proto::minqing::events::v1 as pb;
 use prost::Name;
 use rand::Rng;
 use tonic::Streaming;
 
-use crate::harness::{Harness, authed};
+use crate::harness::Harness;
 
 const DURATION: &str = "google.protobuf.Duration";
 const TIMESTAMP: &str = "google.protobuf.Timestamp";
@@ -61,27 +61,6 @@ async fn write_padded(db: &Db, k: usize, jitter_ms: u64, pad: usize) {
         tokio::time::sleep(Duration::from_millis(ms)).await;
     }
     tx.commit().await.unwrap();
-}
-
-async fn subscribe(
-    h: &Harness,
-    token: &str,
-    after: &str,
-    kinds: &[&str],
-    max_batch: i32,
-) -> Streaming<pb::SubscribeResponse> {
-    EventFeedClient::new(h.channel().await)
-        .subscribe(authed(
-            pb::SubscribeRequest {
-                after: after.into(),
-                kinds: kinds.iter().map(|k| k.to_string()).collect(),
-                max_batch,
-            },
-            token,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
 }
 
 /// Reads `stream` until its cursor reaches `end`, checking that cursors only move forward
@@ -191,7 +170,7 @@ async fn many_subscribers_get_exactly_their_kinds_in_order(backend: Backend) {
     // Some follow from the start before anything is written…
     let mut early = Vec::new();
     for (i, kinds) in wants.iter().enumerate() {
-        early.push((kinds, subscribe(&h, &token, "", kinds, 7 + i as i32).await));
+        early.push((kinds, h.subscribe(&token, "", kinds, 7 + i as i32).await));
     }
     const WRITERS: usize = 8;
     const EACH: usize = 30;
@@ -208,7 +187,7 @@ async fn many_subscribers_get_exactly_their_kinds_in_order(backend: Backend) {
     tokio::time::sleep(Duration::from_millis(50)).await;
     let mut late = Vec::new();
     for kinds in wants {
-        late.push((kinds, subscribe(&h, &token, "", kinds, 1000).await));
+        late.push((kinds, h.subscribe(&token, "", kinds, 1000).await));
     }
     for w in writers {
         w.await.unwrap();
@@ -235,11 +214,11 @@ async fn a_lagged_subscriber_still_gets_every_event_once(backend: Backend) {
     // A subscriber that reads one response, then nothing while hundreds of commits go by:
     // its stream's buffers fill (the events are large) and far more batches go by than the
     // shared tail keeps for it.
-    let mut slow = subscribe(&h, &token, "", &[], 3).await;
+    let mut slow = h.subscribe(&token, "", &[], 3).await;
     let first = slow.message().await.unwrap().unwrap();
     assert_eq!(first.events.len(), 1);
     // One that keeps up all along (batches of 100 stay under the message size limit).
-    let mut quick = subscribe(&h, &token, "", &[], 100).await;
+    let mut quick = h.subscribe(&token, "", &[], 100).await;
     let db = h.producer.clone();
     let writing = tokio::spawn(async move {
         for k in 1..400 {
@@ -293,7 +272,7 @@ async fn kinds_filtered_in_sql_still_advance_the_cursor(backend: Backend) {
 
     // Over the wire: replayed to the end with the one wanted event, then live batches of
     // nothing wanted still move the cursor.
-    let mut stream = subscribe(&h, &token, "", &[TIMESTAMP], 0).await;
+    let mut stream = h.subscribe(&token, "", &[TIMESTAMP], 0).await;
     let got = collect_until(&mut stream, &[TIMESTAMP], 256, end).await;
     assert_eq!(got.len(), 1);
     write(&h.producer, 3, 0).await; // a Duration

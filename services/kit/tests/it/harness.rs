@@ -5,13 +5,16 @@ use std::net::SocketAddr;
 use minqing_kit::{
     auth::{TokenStore, TokensService},
     config::ServerConfig,
-    db::{Backend, Db, Migrations},
-    feed::EventFeedService,
+    db::{Backend, Db, Migrations, Tx},
+    error::StoreError,
+    feed::{self, EventFeedService, EventMeta},
     server::{GrpcServer, ServeContext},
     testing::TestDatabase,
 };
+use minqing_proto::minqing::events::v1::{self as pb, event_feed_client::EventFeedClient};
+use prost::{Message, Name};
 use tokio_util::sync::CancellationToken;
-use tonic::transport::Channel;
+use tonic::{Streaming, transport::Channel};
 
 pub const NO_MIGRATIONS: Migrations = Migrations {
     sqlite: &[],
@@ -72,6 +75,29 @@ impl Harness {
             .unwrap()
     }
 
+    /// A subscription over gRPC to the producer's feed after `after`, of `kinds` (every kind
+    /// when empty), `max_batch` events a response.
+    pub async fn subscribe(
+        &self,
+        token: &str,
+        after: &str,
+        kinds: &[&str],
+        max_batch: i32,
+    ) -> Streaming<pb::SubscribeResponse> {
+        EventFeedClient::new(self.channel().await)
+            .subscribe(authed(
+                pb::SubscribeRequest {
+                    after: after.into(),
+                    kinds: kinds.iter().map(|k| k.to_string()).collect(),
+                    max_batch,
+                },
+                token,
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+    }
+
     pub async fn stop(self) {
         self.shutdown.cancel();
         let _ = self.server.await;
@@ -84,4 +110,13 @@ pub fn authed<T>(message: T, token: &str) -> tonic::Request<T> {
     req.metadata_mut()
         .insert("authorization", format!("Bearer {token}").parse().unwrap());
     req
+}
+
+/// Appends an empty `M` about `subject` in `tx`, by `actor`: an event whose kind is `M`'s name.
+pub async fn append_empty<M: Message + Name + Default>(
+    tx: &mut Tx,
+    actor: &str,
+    subject: &str,
+) -> Result<String, StoreError> {
+    feed::append(tx, &EventMeta::current(actor), subject, &M::default(), 0).await
 }

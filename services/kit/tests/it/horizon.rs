@@ -4,25 +4,19 @@
 
 use minqing_kit::{
     db::{Backend, Db, Tx},
-    feed::{self, Cursor, EventMeta},
+    feed::{self, Cursor},
     testing::{TestDatabase, eventually},
 };
 use sqlx::{Connection, Executor, postgres::PgConnection};
 use std::time::Duration;
 
-use crate::harness::NO_MIGRATIONS;
+use crate::harness::{NO_MIGRATIONS, append_empty};
 
 /// Appends one event in `tx` (which then holds a transaction id until it ends).
 async fn append(tx: &mut Tx, subject: &str) {
-    feed::append(
-        tx,
-        &EventMeta::current("test:horizon"),
-        subject,
-        &prost_types::Duration::default(),
-        0,
-    )
-    .await
-    .unwrap();
+    append_empty::<prost_types::Duration>(tx, "test:horizon", subject)
+        .await
+        .unwrap();
 }
 
 /// Commits one event in its own transaction.

@@ -12,11 +12,11 @@ use minqing_kit::{
     feed::{self, Cursor, EventMeta},
     testing::{TestDatabase, eventually},
 };
-use minqing_proto::minqing::events::v1::{self as pb, event_feed_client::EventFeedClient};
+use minqing_proto::minqing::events::v1 as pb;
 use prost::Name;
 use tonic::Streaming;
 
-use crate::harness::{Harness, NO_MIGRATIONS, authed};
+use crate::harness::{Harness, NO_MIGRATIONS, append_empty};
 
 /// The kind a lane may append in these tests.
 fn lane_kind() -> String {
@@ -29,25 +29,11 @@ fn other_kind() -> String {
 }
 
 async fn append_duration(tx: &mut Tx, subject: &str) -> Result<String, StoreError> {
-    feed::append(
-        tx,
-        &EventMeta::current("test:lanes"),
-        subject,
-        &prost_types::Duration::default(),
-        0,
-    )
-    .await
+    append_empty::<prost_types::Duration>(tx, "test:lanes", subject).await
 }
 
 async fn append_timestamp(tx: &mut Tx, subject: &str) -> Result<String, StoreError> {
-    feed::append(
-        tx,
-        &EventMeta::current("test:lanes"),
-        subject,
-        &prost_types::Timestamp::default(),
-        0,
-    )
-    .await
+    append_empty::<prost_types::Timestamp>(tx, "test:lanes", subject).await
 }
 
 /// Commits one event of the other kind in a transaction of no lane.
@@ -135,26 +121,6 @@ async fn a_lane_appends_only_its_kinds(backend: Backend) {
 
 backend_tests!(a_lane_appends_only_its_kinds);
 
-/// A subscription over gRPC to the harness's feed from the start, of `kinds` (all when empty).
-async fn subscribe(
-    h: &Harness,
-    token: &str,
-    kinds: Vec<String>,
-) -> Streaming<pb::SubscribeResponse> {
-    EventFeedClient::new(h.channel().await)
-        .subscribe(authed(
-            pb::SubscribeRequest {
-                after: String::new(),
-                kinds,
-                max_batch: 0,
-            },
-            token,
-        ))
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 /// The subjects of the events `stream` delivers within `within` (empty responses, which only
 /// move the cursor, are skipped), until `count` have come.
 async fn receive(
@@ -204,9 +170,9 @@ async fn a_running_lane_transaction_holds_back_only_the_readers_of_its_kinds() {
     })
     .await
     .expect("the first event is readable");
-    let mut every_kind = subscribe(&h, &token, vec![]).await;
-    let mut lane_kinds = subscribe(&h, &token, vec![lane_kind()]).await;
-    let mut other_kinds = subscribe(&h, &token, vec![other_kind()]).await;
+    let mut every_kind = h.subscribe(&token, "", &[], 0).await;
+    let mut lane_kinds = h.subscribe(&token, "", &[&lane_kind()], 0).await;
+    let mut other_kinds = h.subscribe(&token, "", &[&other_kind()], 0).await;
     for stream in [&mut every_kind, &mut other_kinds] {
         assert_eq!(receive(stream, 1, Duration::from_secs(5)).await, ["first"]);
     }
