@@ -247,8 +247,8 @@ struct Pending {
     /// Cases read (what clustering reads of them), by id (`None`: no such case), as changed
     /// so far.
     cases: HashMap<String, Option<Membership>>,
-    /// Changed cases, in the order first changed, with the version read.
-    changed: Vec<(String, i64)>,
+    /// Changed cases, in the order first changed (each one version past the one read).
+    changed: Vec<String>,
     /// Their ids.
     changed_ids: HashSet<String>,
     /// Clusters touched, by id (`None`: no such cluster), with how many cases each holds, as
@@ -263,7 +263,7 @@ struct Pending {
 impl Pending {
     async fn case(&mut self, tx: &mut Tx, id: &str) -> Result<Option<&mut Membership>, StoreError> {
         if !self.cases.contains_key(id) {
-            let case = store::get_memberships(tx, &[id.to_string()], true)
+            let case = store::get_memberships(tx, &[id.to_string()])
                 .await?
                 .remove(id);
             self.cases.insert(id.to_string(), case);
@@ -285,12 +285,12 @@ impl Pending {
         Ok(self.clusters.get_mut(id).and_then(Option::as_mut))
     }
 
-    /// The cluster of candidate `c` as this batch left it.
+    /// The cluster of candidate `c` as this batch left it (read when the batch read it).
     fn cluster_of(&self, c: &Candidate) -> Option<String> {
-        match self.cases.get(&c.id) {
-            Some(Some(case)) => case.cluster.clone(),
-            _ => c.cluster.clone(),
-        }
+        self.cases
+            .get(&c.id)
+            .and_then(Option::as_ref)
+            .and_then(|case| case.cluster.clone())
     }
 
     /// [`move_case`] into `cluster_id` (read already), in memory.
@@ -298,12 +298,14 @@ impl Pending {
         let Some(Some(case)) = self.cases.get_mut(case_id) else {
             return;
         };
+        // Written once at the end: one version more than read, however often the batch
+        // changed it.
         if self.changed_ids.insert(case_id.to_string()) {
-            self.changed.push((case_id.to_string(), case.version));
+            self.changed.push(case_id.to_string());
+            case.version += 1;
         }
         case.cluster = Some(cluster_id.to_string());
         case.update_time = now;
-        case.version += 1;
         if let Some(Some((_, size))) = self.clusters.get_mut(cluster_id) {
             *size += 1;
         }
@@ -326,19 +328,14 @@ impl Pending {
         ));
     }
 
-    /// Writes everything: the clusters formed, the changed cases at the versions read (a case
-    /// changed meanwhile fails the batch, which is applied again), the events.
+    /// Writes everything: the clusters formed, the changed memberships at the versions read (a
+    /// membership changed meanwhile fails the batch, which is applied again), the events.
     async fn write(self, tx: &mut Tx) -> Result<(), StoreError> {
         store::create_clusters(tx, &self.formed).await?;
-        let writes: Vec<(&Membership, i64)> = self
+        let writes: Vec<&Membership> = self
             .changed
             .iter()
-            .filter_map(|(id, version)| {
-                self.cases
-                    .get(id)
-                    .and_then(Option::as_ref)
-                    .map(|c| (c, *version))
-            })
+            .filter_map(|id| self.cases.get(id).and_then(Option::as_ref))
             .collect();
         let written = store::set_memberships(tx, &writes).await?;
         if written != writes.len() as u64 {
@@ -505,9 +502,10 @@ impl Clusterer {
             .map(|(best, candidates)| best.map(|(reason, k)| (reason, &candidates[k])))
             .collect();
         // The reports that have a match and their best matches (nothing else can change) read
-        // and (PostgreSQL) locked at once, in id order, so intake's consumer of routing's
-        // feed, which changes the same cases, waits for this batch instead of failing it; then
-        // the clusters they are in, together. A batch without a match reads nothing here.
+        // at once, their memberships written at the versions read; nothing is locked, and
+        // intake's consumer of routing's feed, which changes the same cases' state but never
+        // their memberships, neither waits for this batch nor fails it. Then the clusters
+        // they are in, together. A batch without a match reads nothing here.
         let mut ids = Vec::new();
         for ((report, _), best) in reports.iter().zip(&best) {
             if let Some((_, other)) = best {
@@ -519,7 +517,7 @@ impl Clusterer {
             return Ok(());
         }
         let mut pending = Pending::default();
-        let mut cases = store::get_memberships(tx, &ids, true).await?;
+        let mut cases = store::get_memberships(tx, &ids).await?;
         for id in ids {
             let case = cases.remove(&id);
             pending.cases.entry(id).or_insert(case);
@@ -631,18 +629,14 @@ impl Clusterer {
 }
 
 /// Puts `case` into `cluster` (or none). The caller runs it in its transaction; a concurrent
-/// change to the case makes it fail, and the whole transaction is retried.
+/// change to the case's membership makes it fail, and the whole transaction is retried.
 pub async fn move_case(
     tx: &mut Tx,
     case: &mut Case,
     cluster: Option<&str>,
     now: Micros,
 ) -> Result<(), StoreError> {
-    let version = case.version;
-    case.cluster = cluster.map(str::to_owned);
-    case.update_time = now;
-    case.version += 1;
-    if store::update_case(tx, case, version).await? {
+    if store::set_membership(tx, case, cluster, now).await? {
         Ok(())
     } else {
         Err(StoreError::Unavailable(sqlx::Error::Protocol(format!(
@@ -792,6 +786,7 @@ pub(crate) mod testing {
             create_time,
             update_time: create_time,
             version: 1,
+            cluster_version: 0,
         }
     }
 
@@ -911,14 +906,17 @@ mod batch_tests {
             .collect()
     }
 
-    /// Each case's cluster (named by its oldest member), and the feed's `CaseClustered`
-    /// events with their clusters' sizes.
+    /// Each case's cluster (named by its oldest member) and etag, and the feed's
+    /// `CaseClustered` events with their clusters' sizes.
     async fn snapshot(db: &Db) -> Vec<String> {
         let mut out = Vec::new();
-        let rows = sqlx::query("SELECT id, cluster_id, version FROM cases ORDER BY id")
-            .fetch_all(db.pool())
-            .await
-            .unwrap();
+        let rows = sqlx::query(
+            "SELECT id, cluster_id, version + COALESCE(cluster_version, 0) FROM cases \
+             LEFT JOIN case_clusters ON case_clusters.case_id = cases.id ORDER BY id",
+        )
+        .fetch_all(db.pool())
+        .await
+        .unwrap();
         let mut first: HashMap<String, String> = HashMap::new();
         for r in &rows {
             if let Some(c) = r.get::<Option<String>, _>(1) {

@@ -396,16 +396,23 @@ pub struct Case {
     pub withdraw_reason: String,
     /// Accepted.
     pub create_time: Micros,
-    /// Last changed.
+    /// Last changed (its handling or its cluster).
     pub update_time: Micros,
-    /// Incremented by every change.
+    /// Incremented by every change of its handling (what `update_case` writes).
     pub version: i64,
+    /// Incremented by every change of its cluster (0: never in one).
+    pub cluster_version: i64,
 }
 
 impl Case {
     /// The resource name.
     pub fn name(&self) -> String {
         format!("cases/{}", self.id)
+    }
+
+    /// Changes whenever the case does: its handling or its cluster.
+    pub fn etag(&self) -> String {
+        (self.version + self.cluster_version).to_string()
     }
 }
 

@@ -26,6 +26,11 @@ pub(crate) const MIGRATIONS: minqing_kit::db::Migrations = minqing_kit::db::Migr
             "no partial indexes on SQLite",
             SQLITE_FULL_INDEXES_MIGRATION,
         ),
+        (
+            103,
+            "cluster membership apart from the case row",
+            SQLITE_MEMBERSHIP_MIGRATION,
+        ),
     ],
     postgres: &[
         (
@@ -38,6 +43,11 @@ pub(crate) const MIGRATIONS: minqing_kit::db::Migrations = minqing_kit::db::Migr
             102,
             "candidate indexes of open cases only",
             POSTGRES_OPEN_CANDIDATES_MIGRATION,
+        ),
+        (
+            103,
+            "cluster membership apart from the case row",
+            POSTGRES_MEMBERSHIP_MIGRATION,
         ),
     ],
 };
@@ -81,8 +91,52 @@ const SQLITE_FULL_INDEXES_MIGRATION: &str = "
     CREATE INDEX cases_nearby ON cases (category, lat_e6);
 ";
 
+macro_rules! membership_table {
+    () => {
+        "
+    CREATE TABLE case_clusters (
+        case_id TEXT PRIMARY KEY,
+        cluster_id TEXT,
+        cluster_version BIGINT NOT NULL,
+        cluster_update_time BIGINT NOT NULL
+    );
+    INSERT INTO case_clusters (case_id, cluster_id, cluster_version, cluster_update_time)
+        SELECT id, cluster_id, 0, update_time FROM cases WHERE cluster_id IS NOT NULL;
+    DROP INDEX cases_cluster;
+    ALTER TABLE cases DROP COLUMN cluster_id;
+"
+    };
+}
+
+/// A case's cluster membership is a row of its own (`case_clusters`, written only by
+/// clustering): the clusterer then never rewrites nor locks the case rows that intake's
+/// follower of routing's feed changes, and a membership change writes a narrow row with one
+/// index entry instead of the case's wide row and its ten. The row exists once the case has
+/// been in a cluster; `cluster_version` counts its changes, and a case's etag is its own
+/// version plus that count, so it still changes whenever either does. Every write adds one
+/// to the version it read, which is how a write checks it is still at that version. The
+/// members of a cluster are found by a partial index.
+const POSTGRES_MEMBERSHIP_MIGRATION: &str = concat!(
+    membership_table!(),
+    "    CREATE INDEX case_clusters_cluster ON case_clusters (cluster_id) WHERE cluster_id IS NOT NULL;
+"
+);
+
+/// [`POSTGRES_MEMBERSHIP_MIGRATION`], with a whole index (see [`SQLITE_FULL_INDEXES_MIGRATION`]).
+const SQLITE_MEMBERSHIP_MIGRATION: &str = concat!(
+    membership_table!(),
+    "    CREATE INDEX case_clusters_cluster ON case_clusters (cluster_id);
+"
+);
+
+/// A case's columns, read `FROM` [`CASES`]: its membership's at the end (none: no cluster,
+/// version 0).
 const COLUMNS: &str = "id, request_id, recorded_by, state, disposition, handling_unit, due_time, \
-    cluster_id, supplement_count, withdraw_reason, create_time, update_time, version, submission";
+    cluster_id, supplement_count, withdraw_reason, create_time, update_time, version, submission, \
+    COALESCE(cluster_version, 0), COALESCE(cluster_update_time, 0)";
+
+/// The cases with their cluster membership.
+const CASES: &str = "cases LEFT JOIN case_clusters ON case_clusters.case_id = cases.id";
 
 /// Degrees as integer micro-degrees (about 0.1 m). Coordinates are stored this way because
 /// sqlx 0.9's `Any` driver sends a NULL `f64` to PostgreSQL as a float4 parameter, which
@@ -113,8 +167,9 @@ fn case_from_row(row: &AnyRow) -> Result<Case, StoreError> {
         supplement_count: row.try_get::<i64, _>(8)? as i32,
         withdraw_reason: row.try_get(9)?,
         create_time: row.try_get(10)?,
-        update_time: row.try_get(11)?,
+        update_time: row.try_get::<i64, _>(11)?.max(row.try_get(15)?),
         version: row.try_get(12)?,
+        cluster_version: row.try_get(14)?,
         submission: serde_json::from_str::<Submission>(&submission)
             .map_err(|e| decode_error("case submission", e))?,
     })
@@ -137,21 +192,21 @@ pub enum Inserted {
 /// The columns a new case writes, in `bind_case` order.
 const CASE_INSERT_COLUMNS: &str = "id, recorded_by, request_id, request_hash, channel, \
     category, urgency, district, street, community, grid, building, lat_e6, lng_e6, reporter_phone, \
-    state, disposition, handling_unit, due_time, cluster_id, supplement_count, withdraw_reason, \
+    state, disposition, handling_unit, due_time, supplement_count, withdraw_reason, \
     create_time, update_time, version, submission, compare_text";
 
 /// How many values `bind_case` binds.
-const CASE_INSERT_VALUES: usize = 27;
+const CASE_INSERT_VALUES: usize = 26;
 
 const INSERT_CASE: &str = "INSERT INTO cases (id, recorded_by, request_id, request_hash, channel, \
     category, urgency, district, street, community, grid, building, lat_e6, lng_e6, reporter_phone, \
-    state, disposition, handling_unit, due_time, cluster_id, supplement_count, withdraw_reason, \
+    state, disposition, handling_unit, due_time, supplement_count, withdraw_reason, \
     create_time, update_time, version, submission, compare_text) \
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, \
-    $19, $20, $21, $22, $23, $24, $25, $26, $27) \
+    $19, $20, $21, $22, $23, $24, $25, $26) \
     ON CONFLICT (recorded_by, request_id) DO NOTHING";
 
-/// Binds a new case's 27 values, in `INSERT_CASE` order.
+/// Binds a new case's 26 values, in `INSERT_CASE` order.
 fn bind_case<'q>(
     query: sqlx::query::Query<'q, Any, sqlx::any::AnyArguments>,
     case: &Case,
@@ -185,7 +240,6 @@ fn bind_case<'q>(
         .bind(case.disposition.map_or(0, |d| i64::from(d.wire())))
         .bind(case.handling_unit.clone())
         .bind(case.due_time)
-        .bind(case.cluster.clone())
         .bind(i64::from(case.supplement_count))
         .bind(case.withdraw_reason.clone())
         .bind(case.create_time)
@@ -383,14 +437,14 @@ async fn existing_case(
     request_id: &str,
 ) -> Result<Inserted, StoreError> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS}, request_hash FROM cases WHERE recorded_by = $1 AND request_id = $2"
+        "SELECT {COLUMNS}, request_hash FROM {CASES} WHERE recorded_by = $1 AND request_id = $2"
     )))
     .bind(recorded_by)
     .bind(request_id)
     .fetch_one(db.pool())
     .await?;
     Ok(Inserted::Existing {
-        request_hash: row.try_get(14)?,
+        request_hash: row.try_get(16)?,
         case: Box::new(case_from_row(&row)?),
     })
 }
@@ -401,7 +455,7 @@ pub async fn get_case<'c, E: Executor<'c, Database = Any>>(
     id: &str,
 ) -> Result<Option<Case>, StoreError> {
     let row = sqlx::query(sqlx::AssertSqlSafe(format!(
-        "SELECT {COLUMNS} FROM cases WHERE id = $1"
+        "SELECT {COLUMNS} FROM {CASES} WHERE id = $1"
     )))
     .bind(id)
     .fetch_optional(executor)
@@ -409,8 +463,8 @@ pub async fn get_case<'c, E: Executor<'c, Database = Any>>(
     row.as_ref().map(case_from_row).transpose()
 }
 
-/// Writes a case's mutable facts if it is still at `expected_version`; false if it changed
-/// meanwhile (the caller retries).
+/// Writes a case's mutable facts (not its cluster: [`set_membership`]) if it is still at
+/// `expected_version`; false if it changed meanwhile (the caller retries).
 pub async fn update_case(
     tx: &mut Tx,
     case: &Case,
@@ -418,15 +472,14 @@ pub async fn update_case(
 ) -> Result<bool, StoreError> {
     let done = sqlx::query(
         "UPDATE cases SET state = $2, disposition = $3, handling_unit = $4, due_time = $5, \
-            cluster_id = $6, supplement_count = $7, withdraw_reason = $8, update_time = $9, version = $10 \
-         WHERE id = $1 AND version = $11",
+            supplement_count = $6, withdraw_reason = $7, update_time = $8, version = $9 \
+         WHERE id = $1 AND version = $10",
     )
     .bind(&case.id)
     .bind(i64::from(case.state.wire()))
     .bind(case.disposition.map_or(0, |d| i64::from(d.wire())))
     .bind(&case.handling_unit)
     .bind(case.due_time)
-    .bind(&case.cluster)
     .bind(i64::from(case.supplement_count))
     .bind(&case.withdraw_reason)
     .bind(case.update_time)
@@ -450,7 +503,7 @@ pub async fn get_cases(
     let mut out = std::collections::HashMap::new();
     for chunk in padded_chunks(&ids) {
         let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT {COLUMNS} FROM cases WHERE id IN ({}) ORDER BY id{lock}",
+            "SELECT {COLUMNS} FROM {CASES} WHERE id IN ({}) ORDER BY id{lock}",
             minqing_kit::db::placeholders(chunk.len())
         )));
         for id in chunk {
@@ -464,8 +517,9 @@ pub async fn get_cases(
     Ok(out)
 }
 
-/// What duplicate clustering reads and changes of a case: not its submission (which it has
-/// from the event) nor its handling, so a batch reads and writes narrow rows.
+/// What duplicate clustering reads of a case and changes: its state, and its membership (its
+/// row in `case_clusters`, which only clustering writes), not its submission (which it has
+/// from the event) nor its handling.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Membership {
     /// Id.
@@ -476,9 +530,9 @@ pub struct Membership {
     pub cluster: Option<String>,
     /// Accepted.
     pub create_time: Micros,
-    /// Last changed.
+    /// Membership last changed (0: never in a cluster).
     pub update_time: Micros,
-    /// Incremented by every change.
+    /// Incremented by every change of the membership (0: never in a cluster).
     pub version: i64,
 }
 
@@ -489,7 +543,7 @@ fn ordered_ids(tx: &Tx, ids: &[String], lock: bool) -> (Vec<String>, &'static st
     ids.sort();
     ids.dedup();
     let lock = if lock && tx.backend() == Backend::Postgres {
-        " FOR UPDATE"
+        " FOR UPDATE OF cases"
     } else {
         ""
     };
@@ -515,19 +569,21 @@ fn padded_chunks(ids: &[String]) -> impl Iterator<Item = Vec<&String>> {
     })
 }
 
-/// The memberships of the cases among `ids` that exist, by id; with `lock` (PostgreSQL) the
-/// rows are locked until `tx` ends, in id order, as [`get_cases`] locks them.
+/// The memberships of the cases among `ids` that exist, by id. Nothing is locked: only
+/// clustering changes memberships, and it writes them at the versions read
+/// ([`set_memberships`]), so a change made meanwhile fails the write instead; a state read
+/// here may be changed meanwhile by intake's follower of routing's feed, which then comes
+/// after the clustering in effect (the clustering read nothing the follower writes after).
 pub async fn get_memberships(
     tx: &mut Tx,
     ids: &[String],
-    lock: bool,
 ) -> Result<std::collections::HashMap<String, Membership>, StoreError> {
-    let (ids, lock) = ordered_ids(tx, ids, lock);
+    let (ids, _) = ordered_ids(tx, ids, false);
     let mut out = std::collections::HashMap::new();
     for chunk in padded_chunks(&ids) {
         let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT id, state, cluster_id, create_time, update_time, version FROM cases \
-             WHERE id IN ({}) ORDER BY id{lock}",
+            "SELECT id, state, cluster_id, create_time, COALESCE(cluster_update_time, 0), \
+                COALESCE(cluster_version, 0) FROM {CASES} WHERE id IN ({})",
             minqing_kit::db::placeholders(chunk.len())
         )));
         for id in chunk {
@@ -550,42 +606,68 @@ pub async fn get_memberships(
     Ok(out)
 }
 
-/// Writes each `(membership, expected_version)`'s cluster, update time and version if the case
-/// is still at that version, with multi-row statements. Returns how many were written; fewer
-/// than given means some changed meanwhile (the caller retries). Planned at each run on
-/// PostgreSQL ([`Planning::EachRun`]): the plan it keeps from a small table joins by scanning it.
-pub async fn set_memberships(tx: &mut Tx, cases: &[(&Membership, i64)]) -> Result<u64, StoreError> {
+/// Writes each membership (its cluster, update time and version, one more than the version
+/// read) if it is still at the version read, with multi-row statements: a case never in a
+/// cluster (version 0) gets its row, which a row made meanwhile refuses. Returns how many
+/// were written; fewer than given means some changed meanwhile (the caller retries).
+pub async fn set_memberships(tx: &mut Tx, cases: &[&Membership]) -> Result<u64, StoreError> {
     let mut cases = cases.to_vec();
-    cases.sort_by(|a, b| a.0.id.cmp(&b.0.id));
-    minqing_kit::db::execute_rows_planned(
+    cases.sort_by(|a, b| a.id.cmp(&b.id));
+    minqing_kit::db::execute_rows(
         tx.conn(),
-        Planning::EachRun,
-        5,
+        4,
         cases,
-        |(m, _)| 120 + m.id.len() + m.cluster.as_ref().map_or(0, String::len),
+        |m| 80 + m.id.len() + m.cluster.as_ref().map_or(0, String::len),
         |values| {
             format!(
-                "WITH v (id, cluster_id, update_time, version, expected) AS (VALUES {values}) \
-                 UPDATE cases SET cluster_id = v.cluster_id, update_time = v.update_time, \
-                    version = v.version \
-                 FROM v WHERE cases.id = v.id AND cases.version = v.expected"
+                "INSERT INTO case_clusters (case_id, cluster_id, cluster_version, cluster_update_time) \
+                 VALUES {values} \
+                 ON CONFLICT (case_id) DO UPDATE SET cluster_id = excluded.cluster_id, \
+                    cluster_version = excluded.cluster_version, \
+                    cluster_update_time = excluded.cluster_update_time \
+                 WHERE case_clusters.cluster_version = excluded.cluster_version - 1"
             )
         },
-        |q, (m, expected)| {
+        |q, m| {
             q.bind(m.id.clone())
                 .bind(m.cluster.clone())
-                .bind(m.update_time)
                 .bind(m.version)
-                .bind(expected)
+                .bind(m.update_time)
         },
     )
     .await
 }
 
+/// [`set_memberships`] for one case: puts it into `cluster` (or none) at `now` if its
+/// membership is still at `case.cluster_version`, and updates `case` to match. False if it
+/// changed meanwhile (the caller retries).
+pub async fn set_membership(
+    tx: &mut Tx,
+    case: &mut Case,
+    cluster: Option<&str>,
+    now: Micros,
+) -> Result<bool, StoreError> {
+    let m = Membership {
+        id: case.id.clone(),
+        state: case.state,
+        cluster: cluster.map(str::to_owned),
+        create_time: case.create_time,
+        update_time: now,
+        version: case.cluster_version + 1,
+    };
+    if set_memberships(tx, &[&m]).await? != 1 {
+        return Ok(false);
+    }
+    case.cluster = m.cluster;
+    case.cluster_version = m.version;
+    case.update_time = case.update_time.max(now);
+    Ok(true)
+}
+
 /// [`update_case`] for many cases with multi-row statements: each `(case, expected_version)`
 /// is written if the case is still at that version. Returns how many were written; fewer
 /// than given means some changed meanwhile (the caller retries). Planned at each run on
-/// PostgreSQL, as [`set_memberships`] is.
+/// PostgreSQL: the plan it keeps from a small table joins by scanning it.
 pub async fn update_cases(tx: &mut Tx, cases: &[(&Case, i64)]) -> Result<u64, StoreError> {
     // In id order, as rows are locked everywhere, so concurrent batches never deadlock.
     let mut cases = cases.to_vec();
@@ -593,15 +675,15 @@ pub async fn update_cases(tx: &mut Tx, cases: &[(&Case, i64)]) -> Result<u64, St
     minqing_kit::db::execute_rows_planned(
         tx.conn(),
         Planning::EachRun,
-        11,
+        10,
         cases,
         |(case, _)| 200 + case.handling_unit.len() + case.withdraw_reason.len(),
         |values| {
             format!(
-                "WITH v (id, state, disposition, handling_unit, due_time, cluster_id, supplement_count, \
+                "WITH v (id, state, disposition, handling_unit, due_time, supplement_count, \
                     withdraw_reason, update_time, version, expected) AS (VALUES {values}) \
                  UPDATE cases SET state = v.state, disposition = v.disposition, \
-                    handling_unit = v.handling_unit, due_time = v.due_time, cluster_id = v.cluster_id, \
+                    handling_unit = v.handling_unit, due_time = v.due_time, \
                     supplement_count = v.supplement_count, withdraw_reason = v.withdraw_reason, \
                     update_time = v.update_time, version = v.version \
                  FROM v WHERE cases.id = v.id AND cases.version = v.expected"
@@ -613,7 +695,6 @@ pub async fn update_cases(tx: &mut Tx, cases: &[(&Case, i64)]) -> Result<u64, St
                 .bind(case.disposition.map_or(0, |d| i64::from(d.wire())))
                 .bind(case.handling_unit.clone())
                 .bind(case.due_time)
-                .bind(case.cluster.clone())
                 .bind(i64::from(case.supplement_count))
                 .bind(case.withdraw_reason.clone())
                 .bind(case.update_time)
@@ -726,7 +807,7 @@ pub async fn list_cases<'c, E: Executor<'c, Database = Any>>(
         format!("WHERE {}", clauses.join(" AND "))
     };
     let sql =
-        format!("SELECT {COLUMNS} FROM cases {where_clause} ORDER BY id DESC LIMIT ${limit_at}");
+        format!("SELECT {COLUMNS} FROM {CASES} {where_clause} ORDER BY id DESC LIMIT ${limit_at}");
     // Bind in placeholder order.
     enum Value {
         Text(String),
@@ -785,8 +866,6 @@ pub async fn insert_supplement(
 pub struct Candidate {
     /// Case id.
     pub id: String,
-    /// Its cluster.
-    pub cluster: Option<String>,
     /// Its building.
     pub building: String,
     /// Its coordinates.
@@ -803,7 +882,7 @@ pub const CANDIDATES: i64 = 20;
 
 /// The candidate columns, followed (by the caller) by the lookup's tag and `FROM`.
 const CANDIDATE_SELECT_TAGGED: &str =
-    "SELECT id, cluster_id, building, lat_e6, lng_e6, compare_text, create_time,";
+    "SELECT id, building, lat_e6, lng_e6, compare_text, create_time,";
 
 fn open_states() -> String {
     [
@@ -818,18 +897,17 @@ fn open_states() -> String {
 }
 
 fn candidate_from_row(row: &AnyRow) -> Result<Candidate, StoreError> {
-    let lat: Option<i64> = row.try_get(3)?;
-    let lng: Option<i64> = row.try_get(4)?;
+    let lat: Option<i64> = row.try_get(2)?;
+    let lng: Option<i64> = row.try_get(3)?;
     Ok(Candidate {
         id: row.try_get(0)?,
-        cluster: row.try_get(1)?,
-        building: row.try_get(2)?,
+        building: row.try_get(1)?,
         location: lat.zip(lng).map(|(lat, lng)| LatLng {
             latitude: lat as f64 / 1e6,
             longitude: lng as f64 / 1e6,
         }),
-        text: row.try_get(5)?,
-        create_time: row.try_get(6)?,
+        text: row.try_get(4)?,
+        create_time: row.try_get(5)?,
     })
 }
 
@@ -1027,7 +1105,7 @@ pub async fn candidates(
                 .bind(l.before.1.to_string());
         }
         for row in query.fetch_all(&mut *conn).await? {
-            let k: i64 = row.try_get(7)?;
+            let k: i64 = row.try_get(6)?;
             let at = usize::try_from(k).ok().and_then(|k| places.get(k));
             if let Some(list) = at.and_then(|k| out.get_mut(*k)) {
                 list.push(candidate_from_row(&row)?);
@@ -1123,7 +1201,8 @@ pub async fn get_clusters_with_times(
         }
         let list = minqing_kit::db::placeholders(chunk.len());
         let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT cluster_id, create_time, id FROM cases WHERE cluster_id IN ({list}) \
+            "SELECT cluster_id, create_time, id FROM case_clusters \
+             JOIN cases ON cases.id = case_clusters.case_id WHERE cluster_id IN ({list}) \
              ORDER BY cluster_id, create_time, id"
         )));
         for id in chunk {
@@ -1152,7 +1231,7 @@ pub async fn get_cluster_sizes(
         }
         let list = minqing_kit::db::placeholders(chunk.len());
         let mut query = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "SELECT cluster_id, COUNT(*) FROM cases WHERE cluster_id IN ({list}) \
+            "SELECT cluster_id, COUNT(*) FROM case_clusters WHERE cluster_id IN ({list}) \
              GROUP BY cluster_id"
         )));
         for id in chunk {
@@ -1342,16 +1421,16 @@ mod submit_tests {
 
 #[cfg(test)]
 mod grown_table_tests {
-    //! Intake's multi-row updates of cases (routing's state, a batch's clusters) read the
-    //! table by key once it has grown, however small it was when the statement first ran on
-    //! the connection: PostgreSQL keeps the plan it settles on after a few runs.
+    //! Intake's multi-row update of cases (routing's state) reads the table by key once it
+    //! has grown, however small it was when the statement first ran on the connection:
+    //! PostgreSQL keeps the plan it settles on after a few runs.
 
     use minqing_kit::{
         db::{Backend, Tx},
         testing::{TestDatabase, seq_scans},
     };
 
-    use super::{Membership, update_cases};
+    use super::update_cases;
     use crate::{cluster::testing, domain::CaseState, store};
 
     /// Cases `c{from}` to `c{to - 1}`, written directly: every column set, the submission
@@ -1389,17 +1468,6 @@ mod grown_table_tests {
         c
     }
 
-    fn membership(i: usize) -> Membership {
-        Membership {
-            id: format!("c{i:06}"),
-            state: CaseState::Submitted,
-            cluster: Some("k1".into()),
-            create_time: 1,
-            update_time: 2,
-            version: 1,
-        }
-    }
-
     #[tokio::test]
     async fn the_case_updates_read_a_grown_table_by_key_on_postgres() {
         let Some(t) = TestDatabase::new(Backend::Postgres).await else {
@@ -1408,17 +1476,14 @@ mod grown_table_tests {
         let db = t.db("intake", &store::MIGRATIONS).await;
         let mut tx = db.begin().await.unwrap();
         insert(&mut tx, 0, 100).await;
-        let (cases, members): (Vec<_>, Vec<_>) = (0..64).map(|i| (case(i), membership(i))).unzip();
+        let cases: Vec<_> = (0..64).map(case).collect();
         let cases: Vec<_> = cases.iter().map(|c| (c, 1)).collect();
-        let members: Vec<_> = members.iter().map(|m| (m, 1)).collect();
         for _ in 0..8 {
             assert_eq!(update_cases(&mut tx, &cases).await.unwrap(), 64);
-            assert_eq!(store::set_memberships(&mut tx, &members).await.unwrap(), 64);
         }
         insert(&mut tx, 100, 40_000).await;
 
-        let (cases, members): (Vec<_>, Vec<_>) =
-            (20_000..20_064).map(|i| (case(i), membership(i))).unzip();
+        let cases: Vec<_> = (20_000..20_064).map(case).collect();
         let before = seq_scans(&mut tx, "cases").await;
         let cases: Vec<_> = cases.iter().map(|c| (c, 1)).collect();
         assert_eq!(update_cases(&mut tx, &cases).await.unwrap(), 64);
@@ -1427,14 +1492,225 @@ mod grown_table_tests {
             before,
             "routing's state update scanned the table"
         );
-        let members: Vec<_> = members.iter().map(|m| (m, 1)).collect();
-        assert_eq!(store::set_memberships(&mut tx, &members).await.unwrap(), 64);
-        assert_eq!(
-            seq_scans(&mut tx, "cases").await,
-            before,
-            "the clusters' update scanned the table"
-        );
         tx.rollback().await.unwrap();
         db.close().await;
     }
+}
+
+#[cfg(test)]
+mod membership_tests {
+    //! Cluster membership kept apart from the case row: written only at the version read,
+    //! shown with the case (its etag changing with either), and carried over from a database
+    //! that kept it on the case row.
+
+    use minqing_kit::{
+        backend_tests,
+        db::{Backend, Migrations, Tx},
+        testing::TestDatabase,
+    };
+
+    use super::{CaseFilter, Membership, get_case, get_cluster, list_cases, set_memberships};
+    use crate::{cluster::testing, domain::CaseState, store};
+
+    fn membership(id: &str, cluster: Option<&str>, version: i64, at: i64) -> Membership {
+        Membership {
+            id: id.into(),
+            state: CaseState::Submitted,
+            cluster: cluster.map(str::to_owned),
+            create_time: 1,
+            update_time: at,
+            version,
+        }
+    }
+
+    async fn create_cluster(tx: &mut Tx, id: &str) {
+        sqlx::query(
+            "INSERT INTO clusters (id, category, reason, create_time) VALUES ($1, 'c', 'same building', 1)",
+        )
+        .bind(id)
+        .execute(tx.conn())
+        .await
+        .unwrap();
+    }
+
+    async fn memberships_are_written_at_the_versions_read(backend: Backend) {
+        let Some(t) = TestDatabase::new(backend).await else {
+            return;
+        };
+        let db = t.db("intake", &store::MIGRATIONS).await;
+        let cases: Vec<_> = ["m1", "m2"]
+            .iter()
+            .map(|id| {
+                testing::case(
+                    id,
+                    "onsite-environment-11",
+                    "b1",
+                    None,
+                    ("停水", "停水"),
+                    10,
+                )
+            })
+            .collect();
+        testing::submit(&db, &cases).await;
+        let mut tx = db.begin().await.unwrap();
+        create_cluster(&mut tx, "k1").await;
+        // Never in a cluster: version 0, so the first write is version 1.
+        let m1 = membership("m1", Some("k1"), 1, 20);
+        let m2 = membership("m2", Some("k1"), 1, 20);
+        assert_eq!(set_memberships(&mut tx, &[&m1, &m2]).await.unwrap(), 2);
+        // A second writer that read version 0 too is refused, row by row.
+        let late = membership("m1", None, 1, 21);
+        assert_eq!(set_memberships(&mut tx, &[&late]).await.unwrap(), 0);
+        // One that read version 1 is not; a stale one beside it is refused alone.
+        let left = membership("m1", None, 2, 30);
+        let stale = membership("m2", None, 1, 30);
+        assert_eq!(set_memberships(&mut tx, &[&left, &stale]).await.unwrap(), 1);
+        tx.commit().await.unwrap();
+
+        let one = get_case(db.pool(), "m1").await.unwrap().unwrap();
+        let two = get_case(db.pool(), "m2").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                one.cluster.as_deref(),
+                one.cluster_version,
+                one.version,
+                one.etag().as_str(),
+                one.update_time
+            ),
+            (None, 2, 1, "3", 30)
+        );
+        assert_eq!(
+            (
+                two.cluster.as_deref(),
+                two.cluster_version,
+                two.etag().as_str(),
+                two.update_time
+            ),
+            (Some("k1"), 1, "2", 20)
+        );
+        // A change of the case's handling leaves its membership alone, and both count.
+        let mut changed = two.clone();
+        changed.state = CaseState::Routed;
+        changed.version += 1;
+        changed.update_time = 40;
+        let mut tx = db.begin().await.unwrap();
+        assert!(store::update_case(&mut tx, &changed, 1).await.unwrap());
+        tx.commit().await.unwrap();
+        let two = get_case(db.pool(), "m2").await.unwrap().unwrap();
+        assert_eq!(
+            (
+                two.cluster.as_deref(),
+                two.state,
+                two.etag().as_str(),
+                two.update_time
+            ),
+            (Some("k1"), CaseState::Routed, "3", 40)
+        );
+        let filter = CaseFilter {
+            cluster: Some("k1".into()),
+            ..Default::default()
+        };
+        let listed: Vec<String> = list_cases(db.pool(), &filter, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(listed, ["m2"]);
+        let mut conn = db.pool().acquire().await.unwrap();
+        let cluster = get_cluster(&mut conn, "k1").await.unwrap().unwrap();
+        assert_eq!(cluster.cases, ["m2"]);
+        drop(conn);
+        db.close().await;
+    }
+
+    async fn an_older_database_keeps_its_clusters(backend: Backend) {
+        let Some(t) = TestDatabase::new(backend).await else {
+            return;
+        };
+        // Intake's tables as they were before memberships had a table of their own.
+        let before = Migrations {
+            sqlite: &store::MIGRATIONS.sqlite[..3],
+            postgres: &store::MIGRATIONS.postgres[..3],
+        };
+        let db = t.db("intake", &before).await;
+        for (id, at) in [("o1", 10), ("o2", 11), ("o3", 12)] {
+            sqlx::query(
+                "INSERT INTO cases (id, recorded_by, request_id, request_hash, channel, category, \
+                    urgency, district, street, community, grid, building, reporter_phone, state, \
+                    disposition, handling_unit, supplement_count, withdraw_reason, create_time, \
+                    update_time, version, submission) \
+                 VALUES ($1, 'window_staff:w', $1, 'h', 1, 'onsite-environment-11', 1, '620102', \
+                    '620102001', '620102001001', '620102001001-g01', 'b1', '', 1, 0, '', 0, '', $2, \
+                    $2, 1, $3)",
+            )
+            .bind(id)
+            .bind(at)
+            .bind(serde_json::to_string(&testing::case(id, "c", "b1", None, ("停水", "停水"), at).submission).unwrap())
+            .execute(db.pool())
+            .await
+            .unwrap();
+        }
+        let mut tx = db.begin().await.unwrap();
+        create_cluster(&mut tx, "k1").await;
+        tx.commit().await.unwrap();
+        sqlx::query(
+            "UPDATE cases SET cluster_id = 'k1', version = 3, update_time = 50 WHERE id IN ('o1', 'o3')",
+        )
+        .execute(db.pool())
+        .await
+        .unwrap();
+        db.migrate(&store::MIGRATIONS).await.expect("migrated");
+
+        let etags: Vec<(String, Option<String>, String, i64)> =
+            list_cases(db.pool(), &CaseFilter::default(), 10)
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| (c.id.clone(), c.cluster.clone(), c.etag(), c.update_time))
+                .collect();
+        assert_eq!(
+            etags,
+            [
+                (
+                    "o3".to_string(),
+                    Some("k1".to_string()),
+                    "3".to_string(),
+                    50
+                ),
+                ("o2".to_string(), None, "1".to_string(), 11),
+                (
+                    "o1".to_string(),
+                    Some("k1".to_string()),
+                    "3".to_string(),
+                    50
+                ),
+            ],
+            "clusters, etags and update times as they were"
+        );
+        let mut conn = db.pool().acquire().await.unwrap();
+        let cluster = get_cluster(&mut conn, "k1").await.unwrap().unwrap();
+        assert_eq!(cluster.cases, ["o1", "o3"]);
+        drop(conn);
+        // The next change of a carried-over membership is at the version after 0.
+        let mut tx = db.begin().await.unwrap();
+        let mut o1 = get_case(tx.conn(), "o1").await.unwrap().unwrap();
+        assert!(
+            store::set_membership(&mut tx, &mut o1, None, 60)
+                .await
+                .unwrap()
+        );
+        tx.commit().await.unwrap();
+        let o1 = get_case(db.pool(), "o1").await.unwrap().unwrap();
+        assert_eq!(
+            (o1.cluster.as_deref(), o1.etag().as_str(), o1.update_time),
+            (None, "4", 60)
+        );
+        db.close().await;
+    }
+
+    backend_tests!(
+        memberships_are_written_at_the_versions_read,
+        an_older_database_keeps_its_clusters
+    );
 }

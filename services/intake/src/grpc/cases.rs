@@ -58,6 +58,7 @@ pub(super) async fn submit(
         create_time: now,
         update_time: now,
         version: 1,
+        cluster_version: 0,
     };
     let event = EventRow::new(
         &EventMeta::current(principal.actor()),

@@ -81,7 +81,7 @@ pub fn case(c: &Case, personal: Personal) -> pb::Case {
         update_time: Some(to_timestamp(c.update_time)),
         supplement_count: c.supplement_count,
         withdraw_reason: c.withdraw_reason.clone(),
-        etag: c.version.to_string(),
+        etag: c.etag(),
     }
 }
 
