@@ -571,9 +571,10 @@ fn padded_chunks(ids: &[String]) -> impl Iterator<Item = Vec<&String>> {
 
 /// The memberships of the cases among `ids` that exist, by id. Nothing is locked: only
 /// clustering changes memberships, and it writes them at the versions read
-/// ([`set_memberships`]), so a change made meanwhile fails the write instead; a state read
-/// here may be changed meanwhile by intake's follower of routing's feed, which then comes
-/// after the clustering in effect (the clustering read nothing the follower writes after).
+/// ([`set_memberships`]), so a change made meanwhile fails the write instead. A case's state
+/// read here may be changed meanwhile by intake's follower of routing's feed: a report
+/// closed while the clusterer's batch runs can still be linked, as it would have been had
+/// the batch run a moment earlier, and the two consumers never wait for each other.
 pub async fn get_memberships(
     tx: &mut Tx,
     ids: &[String],
