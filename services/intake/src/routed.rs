@@ -244,8 +244,10 @@ impl Apply for Routed {
     /// event is applied in order to the case in memory (a case told twice in one batch moves
     /// twice, with an event each time, exactly as if the events came one by one), and then the
     /// changed cases are written with multi-row statements at the versions read, and the
-    /// events appended likewise. The cases are locked as they are read (PostgreSQL), so the
-    /// clusterer, which changes the same cases, waits rather than failing the batch.
+    /// events appended likewise. The cases are locked as they are read (PostgreSQL), so a
+    /// change to one of them made meanwhile through the API (a supplement, a withdrawal) waits
+    /// for the batch rather than failing its version check. The clusterer changes only the
+    /// cases' memberships, a table of their own, and never waits for it.
     async fn apply(&self, tx: &mut Tx, events: &[events_pb::Event]) -> anyhow::Result<()> {
         let told = Self::decode(events)?;
         if told.is_empty() {
